@@ -1,2 +1,210 @@
-def main():
-    pass
+"""The ``leanattn`` command line.
+
+Every subcommand takes ``--preset NAME`` or ``--config FILE.json`` plus repeated ``--set FIELD=VALUE``
+overrides. A bad configuration or a bad job prints one line starting with ``leanattn: error:`` and
+exits with status 2, writing nothing.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .hdl.config import PRESETS, AttentionConfig, parse_overrides
+
+__all__ = ["main", "load_config"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+def load_config(preset=None, config=None, overrides=()):
+    """The configuration a command runs with: a preset or a JSON file, then ``FIELD=VALUE`` overrides."""
+    if preset is not None and config is not None:
+        raise UsageError("give --preset or --config, not both")
+    try:
+        if config is not None:
+            try:
+                text = Path(config).read_text()
+            except OSError as error:
+                raise UsageError(f"cannot read config file {config}: {error.strerror}") from None
+            try:
+                cfg = AttentionConfig.from_json(text)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"config file {config} is not valid JSON: {error}") from None
+        else:
+            cfg = AttentionConfig.preset(preset or "default")
+        return parse_overrides(cfg, overrides)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"invalid configuration: {error}") from None
+
+
+def _config_args(parser):
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="a built-in configuration "
+                       "(default: default)")
+    group.add_argument("--config", metavar="FILE.json", help="a configuration file (as written by "
+                       "`leanattn config`)")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                       help="change one field (repeatable)")
+
+
+def _cfg(args):
+    return load_config(args.preset, args.config, args.overrides)
+
+
+def _cfg_name(args):
+    """How the configuration was chosen, for messages: ``tiny``, ``cfg.json + overrides``, ..."""
+    name = args.preset or args.config or "default"
+    return f"{name} + overrides" if args.overrides else name
+
+
+def _save(path, write):
+    """Run ``write(path)``; a file system error becomes a one-line message and leaves no file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as error:
+        if path.is_file():
+            path.unlink()
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+# -- subcommands ---------------------------------------------------------------------------------
+
+def cmd_config(args):
+    cfg = _cfg(args)
+    text = cfg.to_json(with_derived=not args.fields_only)
+    if args.output:
+        _save(args.output, lambda path: path.write_text(text + "\n"))
+    else:
+        print(text)
+    return 0
+
+
+def cmd_golden(args):
+    from .sim import golden
+    from .sim.job import JobError, load_job, save_result
+
+    cfg = _cfg(args)
+    start = time.perf_counter()
+    try:
+        job = load_job(args.job, cfg)
+    except JobError as error:
+        raise UsageError(str(error)) from None
+    loaded = time.perf_counter()
+    result = golden.run(cfg, job)
+    done = time.perf_counter()
+    _save(args.output, lambda path: save_result(path, cfg, job, result.out))
+    keys = int(job.lengths.sum())
+    print(f"golden model: {job.flat_heads} heads, {keys} keys, head_dim {cfg.head_dim}, "
+          f"{cfg.cores} cores -> {args.output}")
+    print(f"time: load {loaded - start:.2f} s, datapath {done - loaded:.2f} s "
+          f"({keys / max(done - loaded, 1e-9):,.0f} keys/s)")
+    if args.reference:
+        _print_reference(cfg, job, result.out)
+    return 0
+
+
+def _print_reference(cfg, job, out_int):
+    from .sim.reference import attention, rel_l2
+
+    out = out_int * job.head_scales("out")[:, None]
+    floor = attention(*job.dequantized(), job.lengths)
+    err = rel_l2(out, floor)
+    print(f"datapath error vs float64 on the quantized inputs (relative L2 per head): "
+          f"median {np.median(err):.3e}, p99 {np.percentile(err, 99):.3e}, max {err.max():.3e}")
+
+
+def cmd_demo(args):
+    from .sim import golden
+    from .sim.demo import demo_job
+    from .sim.job import Job, JobError, save_result
+    from .sim.reference import attention, rel_l2
+
+    cfg = _cfg(args)
+    out_dir = Path(args.output)
+    arrays = demo_job(cfg, seed=args.seed)
+    try:
+        job = Job.from_arrays(cfg, **arrays)
+    except JobError as error:
+        raise UsageError(f"the demo job does not fit this configuration: {error}") from None
+    start = time.perf_counter()
+    result = golden.run(cfg, job)
+    elapsed = time.perf_counter() - start
+    _save(out_dir / "job.npz", lambda path: np.savez(path, **arrays))
+    _save(out_dir / "golden.npz", lambda path: save_result(path, cfg, job, result.out))
+    out = result.out * job.head_scales("out")[:, None]
+    flat = job.flat_heads
+    exact = attention(arrays["q"].reshape(flat, -1).astype(np.float64),
+                      arrays["k"].reshape(flat, *arrays["k"].shape[2:]).astype(np.float64),
+                      arrays["v"].reshape(flat, *arrays["v"].shape[2:]).astype(np.float64),
+                      job.lengths)
+    floor = attention(*job.dequantized(), job.lengths)
+    datapath, total = rel_l2(out, floor), rel_l2(out, exact)
+    print("leanattn demo: the golden model (the bit-exact specification of the hardware) on a demo "
+          "job; the RTL simulation replaces it once the core is generated")
+    print(f"config: {_cfg_name(args)} (head_dim {cfg.head_dim}, cores {cfg.cores}, lanes "
+          f"{cfg.lanes}, tile {cfg.tile}, int{cfg.input_bits} {cfg.quant})")
+    print(f"job: {job.batch} x {job.heads} heads, lengths {', '.join(map(str, job.lengths))} "
+          f"({int(job.lengths.sum())} keys) -> {out_dir}/job.npz, {out_dir}/golden.npz")
+    cut = sum(1 for parts in result.partials.values() if len(parts) > 1)
+    print(f"stream-K: {cfg.cores} cores x {int(job.lengths.sum()) // cfg.cores}+ keys each, "
+          f"{cut} heads cut across cores and merged in the reduction tree")
+    print(f"datapath error vs float64 on the quantized inputs: median {np.median(datapath):.2e}, "
+          f"max {datapath.max():.2e} (relative L2 per head)")
+    print(f"end-to-end error vs float64 on the float inputs:   median {np.median(total):.2e}, "
+          f"max {total.max():.2e}")
+    print(f"golden model time: {elapsed * 1e3:.0f} ms")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="leanattn",
+        description="Generator of fixed-point decode-phase attention hardware (stream-K, Amaranth HDL).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print a configuration as JSON, with every derived width")
+    _config_args(p)
+    p.add_argument("--fields-only", action="store_true", help="omit the derived widths")
+    p.add_argument("-o", "--output", metavar="FILE.json", help="write to a file instead of stdout")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("golden", help="run a job file through the bit-exact golden model")
+    p.add_argument("job", metavar="JOB.npz")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.add_argument("--reference", action="store_true",
+                   help="also print the error against float64 attention on the quantized inputs")
+    _config_args(p)
+    p.set_defaults(func=cmd_golden)
+
+    p = sub.add_parser("demo", help="make a demo job and run it (the main job of `make`)")
+    p.add_argument("-o", "--output", default="build/demo", metavar="DIR")
+    p.add_argument("--seed", type=int, default=1)
+    _config_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"leanattn: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

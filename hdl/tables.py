@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["exp2_table", "recip_table", "round_div", "lut_read"]
+__all__ = ["exp2_table", "recip_table", "round_div", "lut_read", "exp2_error_bound", "recip_error_bound"]
 
 
 def round_div(num, den):
@@ -87,3 +87,35 @@ def lut_read(table, arg, interp_bits):
     slope = table[index + 1] - left
     return left + ((slope * rem + (1 << (interp_bits - 1))) >> interp_bits)
 
+
+
+def exp2_error_bound(*, index_bits, frac_bits, interp_bits):
+    """Bound on ``|lut_read(exp2 table, f) - 2**(f / 2**(index_bits + interp_bits)) * 2**frac_bits|``
+    in LSBs, over every fraction ``f``.
+
+    Without interpolation the entries are the exact values rounded: 1/2 LSB. With it: the end
+    points' rounding (1/2), the interpolation's rounding (1/2), the clamp of the last end point
+    (2.0 -> 2 - 1 LSB, at most 1) and the chord error of a convex function,
+    ``h**2 / 8 * max (2**x)'' = h**2 * ln(2)**2 / 4`` in units of 1.0 with ``h = 2**-index_bits``.
+    """
+    if interp_bits == 0:
+        return 0.5
+    chord = math.ldexp(math.log(2.0) ** 2 / 4, frac_bits - 2 * index_bits)
+    return 2.0 + chord
+
+
+def recip_error_bound(*, index_bits, interp_bits, frac_bits):
+    """Bound on the relative error ``|r * x / 2**frac_bits - 1|`` of the reciprocal of any
+    mantissa ``x`` in [1, 2), where ``r`` is read at the truncated ``index_bits + interp_bits``
+    mantissa bits.
+
+    Without interpolation: the midpoint entry is off by at most half an interval,
+    ``2**-(index_bits+1)`` relative, plus its rounding, 1/2 LSB of values above 2**(frac_bits-1),
+    i.e. ``2**-frac_bits``. With it: mantissa truncation ``2**-(index_bits+interp_bits)``, the chord
+    error of 1/x (``h**2/8 * max |2/x**3| = h**2/4`` against values >= 1/2: ``h**2/2`` relative),
+    and the roundings of the entries and of the interpolation (1 LSB: ``2**-(frac_bits-1)``).
+    """
+    if interp_bits == 0:
+        return math.ldexp(1.0, -(index_bits + 1)) + math.ldexp(1.0, -frac_bits)
+    return (math.ldexp(1.0, -(index_bits + interp_bits)) + math.ldexp(1.0, -(2 * index_bits + 1))
+            + math.ldexp(1.0, -(frac_bits - 1)))

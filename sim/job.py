@@ -11,9 +11,11 @@ the rule and the value.
 """
 
 import math
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from .quant import decode_scale, encode_scale, quant_scale, quantize, score_scale_value
 
@@ -90,18 +92,28 @@ class Job:
     def _encode_scales(self, cfg, out_scale):
         flat = self.flat_heads
         score = score_scale_value(self.head_scales("q"), self.head_scales("k"), cfg.head_dim)
+        if not np.all(np.isfinite(score)):
+            h = int(np.flatnonzero(~np.isfinite(score))[0])
+            raise JobError(f"the score scale of head {h} (q_scale * k_scale * log2(e) / sqrt(d)) "
+                           f"overflows float64")
         pairs = [encode_scale(math.ldexp(c, cfg.logit_frac_bits), mant_bits=cfg.scale_bits,
                               shift_max=cfg.score_shift_max) for c in score]
         self.score_mant, self.score_shift = (np.array(x, dtype=np.int64) for x in zip(*pairs))
         v_scale = self.head_scales("v")
         if out_scale is None:
-            v_max = np.array([np.abs(self.v[h, :self.lengths[h]]).max() for h in range(flat)])
+            v_max = np.array([np.abs(self.v[h, :self.lengths[h]].astype(np.int64)).max()
+                              for h in range(flat)])
             wanted = np.where(v_max > 0, v_scale * v_max / cfg.output_max, v_scale)
         else:
             wanted = _scale_array("out_scale", out_scale, self.batch, self.heads).reshape(-1)
             wanted = np.broadcast_to(wanted, (flat,))
-        pairs = [encode_scale(sv / w, mant_bits=cfg.scale_bits, shift_max=cfg.out_shift_max)
-                 for sv, w in zip(v_scale, wanted)]
+        ratio = v_scale / wanted
+        if not np.all(np.isfinite(ratio)):
+            h = int(np.flatnonzero(~np.isfinite(ratio))[0])
+            raise JobError(f"v_scale / out_scale of head {h} ({v_scale[h]:g} / {wanted[h]:g}) "
+                           f"overflows float64")
+        pairs = [encode_scale(r, mant_bits=cfg.scale_bits, shift_max=cfg.out_shift_max)
+                 for r in ratio]
         self.out_mant, self.out_shift = (np.array(x, dtype=np.int64) for x in zip(*pairs))
         if np.any(self.out_mant == 0):
             h = int(np.flatnonzero(self.out_mant == 0)[0])
@@ -171,9 +183,25 @@ def _valid_rows(x, lengths):
         yield h, (x[h] if lengths is None else x[h, :lengths[h]])
 
 
+def _valid_mask(x, lengths):
+    """True on the valid positions of ``x`` (broadcastable to it): all of q, keys ``< n`` of k, v."""
+    if lengths is None:
+        return np.ones((1,) * x.ndim, dtype=bool)
+    return (np.arange(x.shape[1])[None, :] < lengths[:, None])[:, :, None]
+
+
+def _int_dtype(bits):
+    return np.int16 if bits <= 16 else np.int64
+
+
 def _prepare(cfg, name, x, lengths, scale, batch, heads):
-    """Integers of one tensor and the scale(s) used: quantize floats, range-check integers."""
+    """Integers of one tensor and the scale(s) used: quantize floats, range-check integers.
+
+    Padding (keys at or after a head's length) does not count and is returned as 0, whatever it held
+    (NaN, huge values, out-of-range integers).
+    """
     bits = cfg.input_bits
+    valid = _valid_mask(x, lengths)
     if x.dtype.kind == "f":
         if scale is not None:
             raise JobError(f"'{name}' holds floats, so the job must not give '{name}_scale' "
@@ -191,18 +219,18 @@ def _prepare(cfg, name, x, lengths, scale, batch, heads):
             used = quant_scale(abs_max, bits).reshape(batch, heads)
             per_head = used.reshape(-1)
         shape = (-1,) + (1,) * (x.ndim - 1)
-        ints = quantize(x, per_head.reshape(shape), bits).astype(np.int16 if bits <= 16 else np.int64)
-        return ints, np.asarray(used, dtype=np.float64)
+        ints = quantize(np.where(valid, x, 0), per_head.reshape(shape), bits)
+        return ints.astype(_int_dtype(bits)), np.asarray(used, dtype=np.float64)
     if scale is None:
         raise JobError(f"'{name}' holds integers, so the job must give '{name}_scale' "
                        f"(a number or (B, H))")
     used = _scale_array(f"{name}_scale", scale, batch, heads)
     lo, hi = cfg.input_min, cfg.input_max
     for h, rows in _valid_rows(x, lengths):
-        if rows.size and (rows.min() < lo or rows.max() > hi):
+        if rows.min() < lo or rows.max() > hi:
             raise JobError(f"'{name}' must fit input_bits ({bits}): values in {lo}..{hi}, but head "
                            f"{h} holds {int(rows.min())}..{int(rows.max())}")
-    return x, used
+    return np.where(valid, x, 0).astype(_int_dtype(bits)), used
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -210,12 +238,17 @@ def _prepare(cfg, name, x, lengths, scale, batch, heads):
 def load_job(path, cfg):
     """Read and validate a job file for ``cfg``; raises :class:`JobError` on any problem."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        with open(path, "rb") as file:            # np.load leaks its own handle on a bad zip
+            data = np.load(file, allow_pickle=False)
+            if not isinstance(data, NpzFile):
+                raise ValueError("it holds a single array, not named arrays")
+            with data:
+                arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise JobError(f"no job file at {path}") from None
-    except (OSError, ValueError) as error:
-        raise JobError(f"{path} is not a readable .npz job file ({error})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise JobError(f"{path} is not a readable .npz job file ({error or type(error).__name__})") \
+            from None
     known = ("q", "k", "v", "lengths", "q_scale", "k_scale", "v_scale", "out_scale")
     return Job.from_arrays(cfg, **{name: arrays.get(name) for name in known})
 

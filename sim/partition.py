@@ -1,8 +1,8 @@
 """Stream-K partition of a decode job over the cores, and the fixed pairing of the reduction tree.
 
 Work is counted in keys. The heads of a job (flattened b-major, index ``b*H + h``) are laid end to end
-into one list of ``N = sum(lengths)`` keys, and core ``c`` takes the contiguous share
-``[c*N // C, (c+1)*N // C)``: shares differ by at most one key, may start and end anywhere, and cross
+into one list of ``N = sum(lengths)`` keys, and the cores take equal contiguous shares in
+order (:func:`core_bounds`): shares differ by at most one key, may start and end anywhere, and cross
 head boundaries. The piece of one head inside one core's share is a :class:`Segment`.
 
 A head whose keys all sit in one core is finished there. A head cut across cores leaves one partial
@@ -34,8 +34,14 @@ class Segment:
 
 
 def core_bounds(total, cores):
-    """Global key offsets of the shares: core ``c`` takes ``[b[c], b[c+1])``."""
-    return [c * total // cores for c in range(cores + 1)]
+    """Global key offsets of the shares: core ``c`` takes ``[b[c], b[c+1])``.
+
+    With ``total = q * cores + r``, the first ``r`` cores take ``q + 1`` keys and the others ``q``,
+    so idle cores (when there are fewer keys than cores) are the last ones and a cut head always
+    spans consecutive busy cores.
+    """
+    q, r = divmod(total, cores)
+    return [c * q + min(c, r) for c in range(cores + 1)]
 
 
 def partition(lengths, cores):

@@ -25,9 +25,14 @@ LOG2_E = 1.0 / math.log(2.0)
 
 
 def quant_scale(abs_max, bits):
-    """Symmetric scale(s) for a maximum magnitude (array or scalar): 1 where the maximum is 0."""
+    """Symmetric scale(s) for a maximum magnitude (array or scalar): 1 where the maximum is 0.
+
+    Also 1 where the quotient underflows to 0 (a maximum in the lowest subnormals), so that a scale
+    is always positive: such a tensor quantizes to zeros either way.
+    """
     abs_max = np.asarray(abs_max, dtype=np.float64)
-    return np.where(abs_max > 0, abs_max / ((1 << (bits - 1)) - 1), 1.0)
+    scale = abs_max / ((1 << (bits - 1)) - 1)
+    return np.where(scale > 0, scale, 1.0)
 
 
 def quantize(x, scale, bits):

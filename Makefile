@@ -1,0 +1,62 @@
+# leanattn: every target sets up what is missing first (a venv in .venv/, Icarus Verilog).
+#   make            the main job on the default preset (PRESET=name to change it)
+#   make test       the full test suite (what CI runs)
+#   make test-fast  the quick tier for development
+#   make bench      benchmarks (tables and JSON under build/bench/)
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PRESET  ?= default
+PYTEST  := $(PY) -m pytest -n auto
+
+.PHONY: all setup tools demo config test test-fast bench accuracy lint clean
+
+all: demo
+
+# -- setup ---------------------------------------------------------------------------------------
+# The venv is rebuilt only when pyproject.toml changes; Icarus Verilog comes from Debian, installed
+# when missing and this user may install packages (root or password-less sudo).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+setup: $(STAMP) tools
+
+tools:
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "Icarus Verilog (iverilog) is missing. Install it with:  sudo apt-get install -y iverilog"; exit 1; fi; \
+	  echo "Installing Icarus Verilog (Debian package iverilog)..."; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq iverilog >/dev/null; }
+	@command -v iverilog >/dev/null 2>&1
+
+# -- the main job --------------------------------------------------------------------------------
+demo: setup
+	$(VENV)/bin/leanattn demo --preset $(PRESET) -o build/demo/$(PRESET)
+
+config: setup
+	$(VENV)/bin/leanattn config --preset $(PRESET)
+
+# -- tests ---------------------------------------------------------------------------------------
+test: setup
+	$(PYTEST)
+
+test-fast: setup
+	$(PYTEST) -m "not slow"
+
+# -- measurements --------------------------------------------------------------------------------
+bench: setup
+	$(PY) -m leanattn.sim.bench_golden --out build/bench
+
+accuracy: setup
+	$(PY) -m leanattn.sim.accuracy --out build/accuracy
+
+lint: setup
+	$(VENV)/bin/ruff check gen hdl sim tests fpga
+
+clean:
+	rm -rf build .pytest_cache .hypothesis
