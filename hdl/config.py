@@ -10,7 +10,6 @@ This module is pure Python (no Amaranth import), so the golden model and the com
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, fields
 
 __all__ = [
@@ -168,7 +167,8 @@ class AttentionConfig:
         if self.exp_index_bits > self.logit_frac_bits:
             raise ValueError(f"exp_index_bits must be at most logit_frac_bits ({self.logit_frac_bits}), "
                              f"not {self.exp_index_bits}")
-        _field_range("exp_frac_bits", self.exp_frac_bits, max(4, self.exp_index_bits), 24)
+        # At least 8: l >= 2**P >= cores bounds |o| <= 2**input_bits * l (see norm_o_bits).
+        _field_range("exp_frac_bits", self.exp_frac_bits, max(8, self.exp_index_bits), 24)
         _field_range("recip_index_bits", self.recip_index_bits, 2, 14)
         _field_range("recip_interp_bits", self.recip_interp_bits, 0, 16)
         _field_range("recip_frac_bits", self.recip_frac_bits, self.recip_index_bits + 1, 24)

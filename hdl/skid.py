@@ -29,7 +29,7 @@ class SkidBuffer(wiring.Component):
     Members
     -------
     i_data : ``In(stream.Signature(shape))``
-        Input stream. ``ready`` is driven by a flip-flop.
+        Input stream. ``ready`` comes from a flip-flop (through an inverter), not from ``o_data``.
     o_data : ``Out(stream.Signature(shape))``
         Output stream. ``valid`` and ``payload`` are driven by flip-flops.
 

@@ -193,14 +193,21 @@ def online_softmax(cfg, s, v, tile=None):
     run_max = np.maximum.accumulate(np.maximum.reduceat(s, starts) >> frac)
     key_max = np.repeat(run_max, np.diff(np.append(starts, n)))
     w = exp2(cfg, s - (key_max << frac))
-    # Sums of each tile: exact, int64 (|w * v| sums stay within acc_o_bits).
+    # Sums of each tile. Computed as float64 products, which is exact: every partial sum is below
+    # tile * weight_max * 2**(input_bits-1) < 2**53.
+    d = v.shape[1]
+    assert tile * cfg.weight_max * -cfg.input_min < 1 << 53
     tile_l = np.add.reduceat(w, starts)
-    tile_o = np.empty((starts.size, v.shape[1]), dtype=np.int64)
-    chunk_tiles = max(1, (1 << 15) // tile)
-    for lo in range(0, starts.size, chunk_tiles):
-        a, b = starts[lo], (starts[lo + chunk_tiles] if lo + chunk_tiles < starts.size else n)
-        wv = w[a:b, None] * np.asarray(v[a:b], dtype=np.int64)
-        tile_o[lo:lo + chunk_tiles] = np.add.reduceat(wv, starts[lo:lo + chunk_tiles] - a)
+    tile_o = np.empty((starts.size, d), dtype=np.int64)
+    full = n // tile                                  # full tiles, then at most one short one
+    chunk = max(1, (1 << 16) // tile)                 # bounds the float64 copies
+    for lo in range(0, full, chunk):
+        hi = min(full, lo + chunk)
+        wf = w[lo * tile:hi * tile].reshape(hi - lo, 1, tile).astype(np.float64)
+        vf = np.asarray(v[lo * tile:hi * tile]).reshape(hi - lo, tile, d).astype(np.float64)
+        tile_o[lo:hi] = np.matmul(wf, vf)[:, 0, :].astype(np.int64)
+    if full < starts.size:
+        tile_o[full] = w[full * tile:] @ np.asarray(v[full * tile:], dtype=np.int64)
     # Accumulate in order. Between two rises of the running max the rescale shift is 0 and the
     # accumulation is an exact sum, so tiles are summed in groups and shifted once per rise.
     rises = np.flatnonzero(np.diff(run_max)) + 1

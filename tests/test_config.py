@@ -2,9 +2,14 @@ import json
 
 import numpy as np
 import pytest
-
 from leanattn.hdl.config import (
-    GOLDEN_INT_BITS, PRESETS, AttentionConfig, bits_for, ceil_log2, parse_overrides, signed_bits,
+    GOLDEN_INT_BITS,
+    PRESETS,
+    AttentionConfig,
+    bits_for,
+    ceil_log2,
+    parse_overrides,
+    signed_bits,
 )
 from leanattn.sim import golden
 
@@ -74,7 +79,7 @@ def test_invalid_type(field, value):
 
 def test_positional_arguments_rejected():
     with pytest.raises(TypeError):
-        AttentionConfig(64, 8, 4, 32, 4096, 32)  # noqa: the constructor is keyword-only
+        AttentionConfig(64, 8, 4, 32, 4096, 32)  # the constructor is keyword-only
 
 
 def test_frozen():

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.tables import exp2_error_bound, recip_error_bound
 from leanattn.sim import golden

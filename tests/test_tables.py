@@ -5,10 +5,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.tables import (
-    exp2_error_bound, exp2_table, lut_read, recip_error_bound, recip_table, round_div,
+    exp2_error_bound,
+    exp2_table,
+    lut_read,
+    recip_error_bound,
+    recip_table,
+    round_div,
 )
 from leanattn.sim import golden
 
