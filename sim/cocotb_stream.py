@@ -102,18 +102,18 @@ class StreamDriver:
     """
 
     def __init__(self, dut, prefix, clk, *, idle=None):
-        self.name    = prefix
-        self.clk     = clk
-        self.valid   = _port(dut, prefix, "valid", required=False)
-        self.ready   = _port(dut, prefix, "ready", required=False)
-        self.payload = _port(dut, prefix, "payload", required=False)
-        self._idle   = idle if idle is not None else stall_pattern("none")
-        self._queue  = deque()
-        self._current = None    # item on the bus, not yet transferred
-        self.sent    = []
+        self.name     = prefix
+        self.clk      = clk
+        self.valid    = _port(dut, prefix, "valid", required=False)
+        self.ready    = _port(dut, prefix, "ready", required=False)
+        self.payload  = _port(dut, prefix, "payload", required=False)
+        self._idle    = idle if idle is not None else stall_pattern("none")
+        self._queue   = deque()
+        self._current = None     # item on the bus, not yet transferred
+        self.sent     = []
         if self.valid is not None:
             self.valid.value = 0
-        self._task = cocotb.start_soon(self._run())
+        self._task    = cocotb.start_soon(self._run())
 
     def send(self, value):
         """Queue one item (an int of the payload's width)."""

@@ -163,12 +163,16 @@ def check_simulators(*simulators, environ=None):
     if environ is None:
         environ = os.environ
     path = environ.get("PATH", "")
+
+    def absent(*tools):
+        return [_missing(tool) for tool in tools if shutil.which(tool, path=path) is None]
+
     problems = []
     for simulator in simulators or SIMULATORS:
         if simulator == "icarus":
-            problems += [_missing(tool) for tool in ("iverilog", "vvp") if not shutil.which(tool, path=path)]
+            problems += absent("iverilog", "vvp")
         elif simulator == "verilator":
-            problems += [_missing(tool) for tool in ("make", "g++", "perl") if not shutil.which(tool, path=path)]
+            problems += absent("make", "g++", "perl")
             executable = shutil.which("verilator", path=path)
             bin_dir = verilator_bin_dir()
             if bin_dir is None:
@@ -276,7 +280,8 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     tb_args : JSON-serializable, optional
         Handed to the test module through the environment; read it there with :func:`tb_args`.
     extra_env : mapping of str to str, optional
-        More environment variables for the simulator process.
+        More environment variables for the simulator process. ``PYTHONWARNINGS`` is ``error`` unless
+        given here.
     waves : bool
         Write ``<toplevel>.fst`` (Icarus) or ``dump.vcd`` (Verilator) into ``build_dir``.
     seed : int, optional
@@ -339,9 +344,11 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
             stamp.touch()
 
     # --- simulation ------------------------------------------------------------------------------
-    env = {TB_ARGS_ENV: json.dumps(tb_args if tb_args is not None else {})}
+    # Warnings are errors in the bench as in the tests (a deprecated cocotb call fails its test).
+    env = {"PYTHONWARNINGS": "error", TB_ARGS_ENV: json.dumps(tb_args if tb_args is not None else {})}
     env.update(extra_env or {})
     results = build_dir / "results.xml"
+    results.unlink(missing_ok=True)     # a stale file must not pass for this run's verdict
     log = build_dir / "sim.log"
     plusargs = []
     if waves and simulator == "icarus":
@@ -364,11 +371,13 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
         # the results file tells them apart.
         crash = exc
 
+    # `timeout` exits with 124 when it kills the simulator; cocotb may still write results then.
+    if crash is not None and re.search(r"\b124\b", str(crash)):
+        context += f", SIMULATOR KILLED after the {timeout} s timeout"
     # runner.test() does not always raise: the results file is the verdict.
     if not results.is_file():
-        reason = "timed out" if crash is not None and "124" in str(crash) else "terminated abnormally"
-        raise RuntimeError(f"cocotb simulation {reason} ({crash}), no results file; {context}; "
-                           f"log {log}:\n{_log_tail(log)}")
+        raise RuntimeError(f"cocotb simulation terminated abnormally ({crash}), no results file; "
+                           f"{context}; log {log}:\n{_log_tail(log)}")
     from cocotb_tools.check_results import get_results
     tests, failed = get_results(results)
     if failed:

@@ -66,7 +66,8 @@ class TB:
         return (t1 - t0) // self.period
 
     def check(self, expected):
-        where = f"(run seed {self.seed}, idle {self.idle_kind}, backpressure {self.bp_kind}, width {self.width})"
+        where = (f"(run seed {self.seed}, idle {self.idle_kind}, backpressure {self.bp_kind}, "
+                 f"width {self.width})")
         latency, sent, received = self.args["latency"], self.driver.sent, self.sink.received
 
         # Nothing dropped, duplicated or reordered, on either side of the DUT.

