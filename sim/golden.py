@@ -6,8 +6,8 @@ lossy step names its rounding and overflow rule, and every intermediate is check
 the configuration derives for it (and against the 62-bit limit of this model).
 
 Rounding rule used everywhere: :func:`round_shift` -- an arithmetic right shift that rounds to
-nearest, ties toward +infinity (``floor((x + 2**(n-1)) / 2**n)``). A shift at least as wide as the
-operand gives exactly 0, so hardware may clamp shift amounts at the operand width.
+nearest, ties toward +infinity (``floor((x + 2**(n-1)) / 2**n)``). A shift beyond the operand's width
+gives exactly 0 (a signed operand: from its width on), so hardware may clamp shift amounts there.
 
 Units, in dataflow order (see ``docs/numerics.md`` for the formats):
 
@@ -229,8 +229,8 @@ def online_softmax(cfg, s, v, tile=None):
 def merge(cfg, a, b):
     """The reduction operator ``a (+) b``: align both to ``m = max(m_a, m_b)`` and add.
 
-    ``l = round_shift(l_a, m - m_a) + round_shift(l_b, m - m_b)``, the same for ``o``. Shifts of the
-    accumulator width or more give exactly 0. An empty partial is the identity.
+    ``l = round_shift(l_a, m - m_a) + round_shift(l_b, m - m_b)``, the same for ``o``. Shifts beyond the
+    accumulator width give exactly 0. An empty partial is the identity.
     """
     if not a.valid:
         return b

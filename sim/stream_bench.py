@@ -1,0 +1,162 @@
+"""Generic stream benches for one unit: recorded input transfers in, expected output transfers out.
+
+A unit test computes its vectors with the golden model, packs them with the unit's own payload
+layouts, and hands them to one of two runners that share this contract:
+
+* :func:`simulate` -- ``amaranth.sim``, in-process, for fast tests while developing;
+* :func:`run_cocotb_bench` -- the generated Verilog under cocotb on Icarus Verilog or Verilator
+  (bench module :mod:`leanattn.sim.tb_streams`).
+
+Both drive every input stream with its own seeded idle pattern and every output with its own seeded
+backpressure, record the cycle of each transfer, check the stream rules on the outputs, check that
+every output stream carries exactly the expected items in order (nothing dropped, duplicated or
+extra), and, when ``latency`` is given and nothing stalls, that each output item leaves exactly
+``latency`` cycles after the input item it depends on.
+
+``latency`` is ``{output: (input, cycles, index_map)}``: output item ``i`` depends on input item
+``index_map[i]`` of stream ``input`` (``None`` means item ``i``, a one-to-one unit).
+"""
+
+import itertools
+import json
+import random
+import re
+from pathlib import Path
+
+from amaranth.hdl import Value
+from amaranth.sim import Simulator
+
+from .cocotb_stream import check_in_order
+from .cocotb_util import run_cocotb
+
+__all__ = ["stall_iter", "simulate", "check_latency", "run_cocotb_bench", "bench_dir", "PATTERNS"]
+
+#: (idle, backpressure) pairs a full cocotb run crosses.
+PATTERNS = [("none", "none"), ("random", "random"), ("fixed", "none"), ("none", "fixed")]
+
+
+def stall_iter(kind, seed, rate=0.3, period=3):
+    """Per-cycle stall decisions: never, one cycle in ``period``, or seeded random at ``rate``."""
+    if kind == "none":
+        return itertools.repeat(False)
+    if kind == "fixed":
+        return itertools.cycle([True] + [False] * (period - 1))
+    if kind == "random":
+        rng = random.Random(seed)
+        return iter(lambda: rng.random() < rate, None)
+    raise ValueError(f"stall kind must be none, fixed or random, not {kind!r}")
+
+
+def check_latency(latency, sent, received, where=""):
+    """Assert the documented latency from transfer cycles (only meaningful without stalls)."""
+    for out_name, (in_name, cycles, index_map) in (latency or {}).items():
+        for i, (_, t_out) in enumerate(received[out_name]):
+            j = i if index_map is None else index_map[i]
+            measured = t_out - sent[in_name][j]
+            assert measured == cycles, (f"{out_name}[{i}] left {measured} cycles after {in_name}[{j}], "
+                                        f"the documented latency is {cycles} {where}")
+
+
+def simulate(dut, inputs, outputs, *, idle="none", backpressure="none", seed=0, latency=None,
+             max_cycles=None):
+    """Run ``dut`` under ``amaranth.sim``: ``inputs`` ``{port: [payload bits]}``, ``outputs``
+    ``{port: [expected payload bits]}``. Returns ``(sent, received)``: ``{port: [cycle]}`` and
+    ``{port: [(payload, cycle)]}``; raises AssertionError (with the seed) on any mismatch."""
+    where = f"(seed {seed}, idle {idle}, backpressure {backpressure})"
+    total = sum(len(v) for v in inputs.values()) + sum(len(v) for v in outputs.values())
+    max_cycles = max_cycles or 20 * total + 200
+    sent = {name: [] for name in inputs}
+    received = {name: [] for name in outputs}
+    done = {name: False for name in outputs}
+
+    def producer(name, items, stall):
+        port = getattr(dut, name)
+        payload = Value.cast(port.payload)
+
+        async def run(ctx):
+            cycle = 0
+            for item in items:
+                while next(stall):
+                    ctx.set(port.valid, 0)
+                    await ctx.tick()
+                    cycle += 1
+                ctx.set(port.valid, 1)
+                ctx.set(payload, item)
+                while True:
+                    _, _, ready = await ctx.tick().sample(port.ready)
+                    cycle += 1
+                    if ready:
+                        sent[name].append(cycle)
+                        break
+                    assert cycle < max_cycles, f"{name} stuck at item {len(sent[name])} {where}"
+            ctx.set(port.valid, 0)
+        return run
+
+    def consumer(name, expected, stall):
+        port = getattr(dut, name)
+        payload = Value.cast(port.payload)
+
+        async def run(ctx):
+            cycle, held = 0, None
+            while len(received[name]) < len(expected):
+                ready = not next(stall)
+                ctx.set(port.ready, ready)
+                _, _, valid, value = await ctx.tick().sample(port.valid, payload)
+                cycle += 1
+                if held is not None:
+                    assert valid and value == held, f"{name}: stream rule broken at cycle {cycle} {where}"
+                if valid and ready:
+                    received[name].append((value, cycle))
+                held = value if valid and not ready else None
+                assert cycle < max_cycles, (f"{name} stuck after {len(received[name])} of "
+                                            f"{len(expected)} items {where}")
+            ctx.set(port.ready, 1)                  # nothing more may come out
+            for _ in range(8):
+                _, _, valid = await ctx.tick().sample(port.valid)
+                assert not valid, f"{name}: an extra item after the expected ones {where}"
+            done[name] = True
+        return run
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for k, (name, items) in enumerate(sorted(inputs.items())):
+        sim.add_testbench(producer(name, items, stall_iter(idle, f"{seed}-in-{k}")))
+    for k, (name, expected) in enumerate(sorted(outputs.items())):
+        sim.add_testbench(consumer(name, expected, stall_iter(backpressure, f"{seed}-out-{k}")))
+    sim.run()
+    assert all(done.values())
+    for name, expected in outputs.items():
+        check_in_order(expected, [v for v, _ in received[name]], name=f"{name} {where}")
+    if idle == "none" and backpressure == "none":
+        check_latency(latency, sent, received, where)
+    return sent, received
+
+
+def bench_dir(request, root=None):
+    """This test's own build directory, ``build/tests/<module>/<test>`` (safe under xdist)."""
+    root = Path(root) if root else Path(__file__).resolve().parent.parent / "build" / "tests"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    return root / Path(request.node.path).stem / name
+
+
+def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir, latency=None,
+                     patterns=PATTERNS, seed=None, waves=False):
+    """Run the generated Verilog of ``design`` under cocotb with :mod:`leanattn.sim.tb_streams`.
+
+    Vectors go to ``build_dir/vectors.json`` (payloads as hex); the bench runs every
+    ``(idle, backpressure)`` pattern in turn, with a reset between, and fails with the seed on the
+    first mismatch.
+    """
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    vectors = build_dir / "vectors.json"
+    vectors.write_text(json.dumps({
+        "inputs": {name: [format(v, "x") for v in items] for name, items in inputs.items()},
+        "outputs": {name: [format(v, "x") for v in items] for name, items in outputs.items()},
+        "latency": {out: [src, cycles, index_map] for out, (src, cycles, index_map)
+                    in (latency or {}).items()},
+        "patterns": [list(p) for p in patterns],
+    }))
+    return run_cocotb(design, toplevel=toplevel, test_module="leanattn.sim.tb_streams",
+                      simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
+                      tb_args={"vectors": str(vectors.resolve())})

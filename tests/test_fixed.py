@@ -1,0 +1,99 @@
+# amaranth: UnusedElaboratable=no
+"""Fixed-point helpers: formats, and round_shift / saturate bit-exact with the golden model."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.sim import Simulator
+from hypothesis import given
+from hypothesis import strategies as st
+
+from leanattn.hdl.fixed import QFormat, round_shift, saturate
+from leanattn.sim import golden
+
+
+def evaluate(build, inputs):
+    """Evaluate a combinational expression for a list of input tuples under amaranth.sim."""
+    m = Module()
+    signals, out = build(m)
+    results = []
+
+    async def bench(ctx):
+        for values in inputs:
+            for sig, v in zip(signals, values):
+                ctx.set(sig, v)
+            results.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return results
+
+
+@pytest.mark.parametrize("shape", [signed(7), unsigned(7), signed(13), unsigned(1), signed(2)])
+def test_round_shift_runtime_amount_exhaustive(shape):
+    """Every operand and every shift amount 0..15 (beyond the width too) against the golden model."""
+    width = shape.width
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if shape.signed else (0, (1 << width) - 1)
+    step = max(1, (hi - lo) // 800)
+    cases = [(x, n) for x in range(lo, hi + 1, step) for n in range(16)] + [(lo, 15), (hi, 15)]
+
+    def build(m):
+        x, n, out = Signal(shape), Signal(4), Signal(signed(width + 2))
+        m.d.comb += out.eq(round_shift(x, n))
+        return (x, n), out
+
+    got = evaluate(build, cases)
+    want = [int(golden.round_shift(np.int64(x), n)) for x, n in cases]
+    assert got == want
+
+
+@given(st.integers(-(1 << 40), (1 << 40) - 1), st.integers(0, 45))
+def test_round_shift_constant_amount(x, n):
+    def build(m):
+        a, out = Signal(signed(41)), Signal(signed(43))
+        m.d.comb += out.eq(round_shift(a, n))
+        return (a,), out
+    assert evaluate(build, [(x,)]) == [int(golden.round_shift(np.int64(x), n))]
+
+
+def test_saturate():
+    def build(m):
+        x, out = Signal(signed(10)), Signal(signed(10))
+        m.d.comb += out.eq(saturate(x, -100, 77))
+        return (x,), out
+    xs = list(range(-512, 512))
+    assert evaluate(build, [(x,) for x in xs]) == [min(max(x, -100), 77) for x in xs]
+
+
+def test_qformat_arithmetic():
+    a = QFormat(True, 8, 0)                  # int8
+    w = QFormat(False, 1, 16)                # weight: unsigned 1.16
+    assert (a.min, a.max, a.width) == (-128, 127, 8)
+    assert w.shape == unsigned(17) and (w.min, w.max) == (0, (1 << 17) - 1)
+    p = w.mul(a)
+    assert p.signed and p.frac_bits == 16 and p.min <= w.max * a.min and p.max >= w.max * a.max
+    assert p.width == 25
+    s = a.sum(terms=64)
+    assert s.width == 14 and s.min <= -128 * 64 and s.max >= 127 * 64
+    assert QFormat.for_range(-1, 0).width == 1 and QFormat.for_range(0, 256).width == 9
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((1, 8, 0), TypeError, "signed must be a bool, not 1"),
+    ((True, 8.0, 0), TypeError, "int_bits must be an integer, not 8.0"),
+    ((True, 8, -1), ValueError, "frac_bits must be at least 0, not -1"),
+    ((True, 0, 0), ValueError, "a format needs at least one bit, not 0"),
+])
+def test_qformat_errors(args, error, message):
+    with pytest.raises(error, match=message):
+        QFormat(*args)
+
+
+def test_round_shift_errors():
+    with pytest.raises(ValueError, match="amount must be at least 0, not -1"):
+        round_shift(Signal(8), -1)
+    with pytest.raises(TypeError, match="must be unsigned"):
+        round_shift(Signal(8), Signal(signed(4)))
+    with pytest.raises(ValueError, match="different fraction bits"):
+        QFormat(True, 4, 2).sum(QFormat(True, 4, 3))
