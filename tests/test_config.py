@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+
 from leanattn.hdl.config import (
     GOLDEN_INT_BITS,
     PRESETS,
@@ -12,6 +13,7 @@ from leanattn.hdl.config import (
     signed_bits,
 )
 from leanattn.sim import golden
+from leanattn.sim.configs import ODD
 
 BASE = PRESETS["default"]
 
@@ -145,9 +147,6 @@ def test_overrides():
 # The golden model checks every intermediate against the width the config derives for it; these
 # tests drive each one to its extreme and also check that the width is needed (not padded).
 
-ODD = PRESETS["default"].replace(head_dim=24, lanes=3, cores=2, tile=8, max_context=1000,
-                                 input_bits=11, logit_frac_bits=9, exp_index_bits=6,
-                                 exp_frac_bits=13, recip_index_bits=5, recip_interp_bits=3)
 WIDTH_CONFIGS = {**PRESETS, "odd": ODD,
                  "int16": PRESETS["default"].replace(input_bits=16, max_context=1 << 16)}
 

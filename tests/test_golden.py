@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.tables import exp2_error_bound, recip_error_bound
 from leanattn.sim import golden
+from leanattn.sim.configs import ODD
 from leanattn.sim.job import Job
 from leanattn.sim.partition import head_spans, partition
 
-ODD = PRESETS["default"].replace(head_dim=24, lanes=3, cores=2, tile=8, max_context=1000,
-                                 input_bits=11, logit_frac_bits=9, exp_index_bits=6,
-                                 exp_frac_bits=13, recip_index_bits=5, recip_interp_bits=3)
 CONFIGS = {**PRESETS, "odd": ODD}
 CONFIG_NAMES = sorted(CONFIGS)
 
