@@ -439,7 +439,7 @@ def parse_overrides(config, assignments):
             raise ValueError(f"unknown configuration field {name!r} in override {item!r}")
         if types[name] is int:
             try:
-                changes[name] = int(text, 0)
+                changes[name] = int(text) if text.strip().isdigit() else int(text, 0)
             except ValueError:
                 raise ValueError(f"{name} must be an integer, not {text!r}") from None
         else:

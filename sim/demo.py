@@ -9,6 +9,7 @@ def demo_job(cfg, *, seed=1, batch=2, heads=4, longest=3000):
     """Float32 job arrays for ``cfg``: ``batch x heads`` heads (capped at ``max_heads``) with
     lengths up to ``min(longest, max_context)``; some heads peaked, some flat."""
     rng = np.random.default_rng(seed)
+    batch = max(1, min(batch, cfg.max_heads))
     heads = max(1, min(heads, cfg.max_heads // batch))
     n_max = min(longest, cfg.max_context)
     lengths = rng.integers(max(1, n_max // 8), n_max + 1, size=(batch, heads))

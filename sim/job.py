@@ -91,35 +91,45 @@ class Job:
 
     def _encode_scales(self, cfg, out_scale):
         flat = self.flat_heads
-        score = score_scale_value(self.head_scales("q"), self.head_scales("k"), cfg.head_dim)
+        with np.errstate(over="ignore"):           # overflows are reported below
+            score = score_scale_value(self.head_scales("q"), self.head_scales("k"), cfg.head_dim)
         if not np.all(np.isfinite(score)):
             h = int(np.flatnonzero(~np.isfinite(score))[0])
             raise JobError(f"the score scale of head {h} (q_scale * k_scale * log2(e) / sqrt(d)) "
                            f"overflows float64")
         pairs = [encode_scale(math.ldexp(c, cfg.logit_frac_bits), mant_bits=cfg.scale_bits,
                               shift_max=cfg.score_shift_max) for c in score]
-        self.score_mant, self.score_shift = (np.array(x, dtype=np.int64) for x in zip(*pairs))
+        self.score_mant, self.score_shift = (np.array(x, dtype=np.int64) for x in zip(*pairs, strict=True))
         v_scale = self.head_scales("v")
         if out_scale is None:
+            # The largest |v| of the head maps to output_max: s_v / out_scale = output_max / v_max.
             v_max = np.array([np.abs(self.v[h, :self.lengths[h]].astype(np.int64)).max()
                               for h in range(flat)])
-            wanted = np.where(v_max > 0, v_scale * v_max / cfg.output_max, v_scale)
+            ratio = cfg.output_max / np.maximum(v_max, 1).astype(np.float64)
+            ratio[v_max == 0] = 1.0
+            wanted = v_scale / ratio
         else:
             wanted = _scale_array("out_scale", out_scale, self.batch, self.heads).reshape(-1)
             wanted = np.broadcast_to(wanted, (flat,))
-        ratio = v_scale / wanted
-        if not np.all(np.isfinite(ratio)):
-            h = int(np.flatnonzero(~np.isfinite(ratio))[0])
-            raise JobError(f"v_scale / out_scale of head {h} ({v_scale[h]:g} / {wanted[h]:g}) "
-                           f"overflows float64")
+            with np.errstate(over="ignore"):
+                ratio = v_scale / wanted
+            if not np.all(np.isfinite(ratio)):
+                h = int(np.flatnonzero(~np.isfinite(ratio))[0])
+                raise JobError(f"v_scale / out_scale of head {h} ({v_scale[h]:g} / {wanted[h]:g}) "
+                               f"overflows float64")
         pairs = [encode_scale(r, mant_bits=cfg.scale_bits, shift_max=cfg.out_shift_max)
                  for r in ratio]
-        self.out_mant, self.out_shift = (np.array(x, dtype=np.int64) for x in zip(*pairs))
+        self.out_mant, self.out_shift = (np.array(x, dtype=np.int64) for x in zip(*pairs, strict=True))
         if np.any(self.out_mant == 0):
             h = int(np.flatnonzero(self.out_mant == 0)[0])
             raise JobError(f"out_scale of head {h} ({wanted[h]:g}) is too large for v_scale "
                            f"{v_scale[h]:g}: every output would round to 0")
-        realized = v_scale / decode_scale(self.out_mant, self.out_shift)
+        with np.errstate(over="ignore"):
+            realized = v_scale / decode_scale(self.out_mant, self.out_shift)
+        if not np.all(np.isfinite(realized)):
+            h = int(np.flatnonzero(~np.isfinite(realized))[0])
+            raise JobError(f"the output scale of head {h} (v_scale {v_scale[h]:g} over the largest "
+                           f"output factor) overflows float64")
         self.out_scale = realized.reshape(self.batch, self.heads)
 
 

@@ -8,7 +8,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from leanattn.sim.quant import (
-    LOG2_E, decode_scale, encode_scale, quant_scale, quantize, score_scale_value,
+    LOG2_E,
+    decode_scale,
+    encode_scale,
+    quant_scale,
+    quantize,
+    score_scale_value,
 )
 
 # -- quant_scale ---------------------------------------------------------------------------------
