@@ -14,6 +14,7 @@ Units, in dataflow order (see ``docs/numerics.md`` for the formats):
 * :func:`dot`            -- q.k, exact.
 * :func:`score`          -- base-2 logit ``sat(round_shift(q.k * mant, shift))``.
 * :func:`tile_max`       -- the integer running max: ``floor`` of the largest logit of a tile.
+* :func:`tile_schedule`  -- tiles of a segment and the running max of each.
 * :func:`exp2`           -- weight ``2**(s - m)`` from a shift and the exp2 table.
 * :func:`online_softmax` -- (m, l, o) of one segment, tile by tile with one rescale per tile.
 * :func:`merge`          -- the reduction operator on two partials.
@@ -31,7 +32,7 @@ from ..hdl.tables import exp2_table, lut_read, recip_table
 from .partition import head_spans, partition, tree_reduce
 
 __all__ = [
-    "round_shift", "check_range", "tables", "dot", "score", "tile_max", "exp2", "Partial",
+    "round_shift", "check_range", "tables", "dot", "score", "tile_schedule", "tile_max", "exp2", "Partial",
     "online_softmax", "merge", "reduce_partials", "reciprocal", "normalize", "bit_length", "run",
     "Result",
 ]
@@ -125,6 +126,20 @@ def score(cfg, qk, mant, shift):
     return np.clip(round_shift(product, shift), cfg.logit_min, cfg.logit_max)
 
 
+def tile_schedule(cfg, s, tile=None):
+    """Tiles of one segment's logits ``s``: ``(starts, run_max)``.
+
+    Tile ``i`` holds keys ``starts[i] .. starts[i+1]-1`` (``tile`` keys from the segment's first,
+    the last tile possibly short); ``run_max[i] = max(run_max[i-1], tile_max(tile i))`` is the
+    integer running max its keys are weighed against, and ``run_max[i] - run_max[i-1]`` the rescale
+    shift at its start.
+    """
+    tile = cfg.tile if tile is None else tile
+    s = np.asarray(s, dtype=np.int64)
+    starts = np.arange(0, s.shape[0], tile)
+    return starts, np.maximum.accumulate(np.maximum.reduceat(s, starts) >> cfg.logit_frac_bits)
+
+
 def tile_max(cfg, s):
     """The integer max of a run of logits: ``floor(max(s))`` (an arithmetic shift of the max)."""
     return int(np.max(s)) >> cfg.logit_frac_bits
@@ -188,9 +203,8 @@ def online_softmax(cfg, s, v, tile=None):
     n = s.shape[0]
     if n == 0:
         return Partial.empty(v.shape[1])
-    starts = np.arange(0, n, tile)
     # Running integer max per tile, the rescale shifts, and every key's weight.
-    run_max = np.maximum.accumulate(np.maximum.reduceat(s, starts) >> frac)
+    starts, run_max = tile_schedule(cfg, s, tile)
     key_max = np.repeat(run_max, np.diff(np.append(starts, n)))
     w = exp2(cfg, s - (key_max << frac))
     # Sums of each tile. Computed as float64 products, which is exact: every partial sum is below
