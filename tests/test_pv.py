@@ -8,7 +8,12 @@ from leanattn.hdl.pv import PVAccumulator, v_layout, weight_layout
 from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, design_verilog, verilator_lint
 from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.softmax_vectors import (
-    Segment, pack, partial_items, random_segments, v_items, weight_items,
+    Segment,
+    pack,
+    partial_items,
+    random_segments,
+    v_items,
+    weight_items,
 )
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from leanattn.hdl.tilebuf import TileBuffer, key_layout, score_layout
-from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, design_verilog, verilator_lint
+from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.softmax_vectors import Segment, key_items, pack, random_segments, score_items
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 
