@@ -362,9 +362,10 @@ class AttentionConfig:
     def norm_o_bits(self):
         """Signed width of an accumulator aligned to ``exp_frac_bits`` fraction bits of o/l.
 
-        ``|o| <= l * 2**(B-1)`` up to the rounding of rescales; one guard bit covers that.
+        ``|o| <= 2**B * l`` (``2**(B-1) * l`` up to the rounding of rescales and merges) and
+        ``l < 2**(e+1)``, so the aligned value rounds to at most ``2**(B+P+1)`` in magnitude.
         """
-        return self.input_bits + self.exp_frac_bits + 2
+        return self.input_bits + self.exp_frac_bits + 3
 
     @property
     def out_product_bits(self):

@@ -52,7 +52,7 @@ __all__ = [
     "SIMULATORS", "TB_ARGS_ENV", "CocotbTestsFailed", "CocotbRun",
     "verilator_bin_dir", "prepare_sim_env", "check_simulators",
     "design_verilog", "run_cocotb", "tb_args",
-    "LintError", "AMARANTH_LINT_WAIVERS", "verilator_lint",
+    "LintError", "AMARANTH_LINT_WAIVERS", "HIERARCHY_LINT_WAIVERS", "verilator_lint",
 ]
 
 
@@ -437,6 +437,20 @@ AMARANTH_LINT_WAIVERS = {
     "CASEINCOMPLETE":
         "The back-end writes a `casez` with arms only for the selector values that assign "
         "something; the value assigned before the case is the intended default for the others.",
+}
+
+
+#: Extra waivers for a design with submodules (its leaves are linted alone with
+#: :data:`AMARANTH_LINT_WAIVERS`, so nothing a leaf does is hidden by these).
+HIERARCHY_LINT_WAIVERS = {
+    ("UNUSEDSIGNAL", "Signal is not used: '*__*'"):
+        "In a parent module Amaranth keeps a named wire for each stream port of a submodule "
+        "(`o_key__valid`, `i_v__payload$26`) beside the instance connection that carries the "
+        "signal, for waveform viewers. The same ports are checked where they are real: in each "
+        "leaf unit's own lint.",
+    "DECLFILENAME":
+        "One generated file holds the top and its submodules (`softmax.exp2`); Verilator's style "
+        "rule of one module per file named after it does not apply.",
 }
 
 

@@ -1,0 +1,236 @@
+"""The reciprocal unit: ``1 / l`` of the softmax denominator as a mantissa and an exponent.
+
+:class:`Reciprocal` is step 9 of ``docs/numerics.md``: ``e = floor(log2 l)`` from a pipelined
+priority encoder; the ``recip_index_bits + recip_interp_bits`` bits of ``l`` below its leading one
+(truncated, or zero-filled when ``l`` has fewer) read the reciprocal table
+(``hdl.tables.recip_table``), linearly interpolated over the low ``recip_interp_bits``. It equals
+:func:`leanattn.sim.golden.reciprocal` bit for bit.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Shape, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.data import StructLayout
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import AttentionConfig, bits_for
+from .fixed import round_shift
+from .tables import recip_table
+
+__all__ = ["Reciprocal", "recip_input_layout", "recip_output_layout", "recip_stages"]
+
+
+#: Bits of ``l`` per first-level priority encoder: the encoder is pipelined as a leading-one search
+#: within chunks of this many bits (one stage), then across the chunks (the next stage).
+ENCODER_CHUNK_BITS = 8
+
+
+def _check_args(cfg, tag_shape):
+    if not isinstance(cfg, AttentionConfig):
+        raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+    try:
+        Shape.cast(tag_shape)
+    except TypeError:
+        raise TypeError(f"tag_shape must be a shape-castable object, not {tag_shape!r}") from None
+
+
+def _has_tag(tag_shape):
+    return Shape.cast(tag_shape).width > 0
+
+
+def recip_input_layout(cfg, tag_shape=0):
+    """One denominator ``l`` (``exp_frac_bits`` fraction bits, at least 1.0), and a tag that
+    travels with it (no ``tag`` field when ``tag_shape`` has no bits)."""
+    return StructLayout({
+        "l": unsigned(cfg.acc_l_bits),
+        **({"tag": tag_shape} if _has_tag(tag_shape) else {}),
+    })
+
+
+def recip_output_layout(cfg, tag_shape=0):
+    """One reciprocal: mantissa ``r ~= 2**(recip_frac_bits + e) / l`` and exponent
+    ``e = floor(log2 l)``; and the denominator's tag."""
+    return StructLayout({
+        "r": unsigned(cfg.recip_bits),
+        "e": unsigned(bits_for(cfg.acc_l_bits - 1)),
+        **({"tag": tag_shape} if _has_tag(tag_shape) else {}),
+    })
+
+
+def recip_stages(cfg):
+    """Names of the reciprocal unit's pipeline stages at ``cfg``, in order (one register each)."""
+    return ("chunk", "lead", "read", "interp" if cfg.recip_interp_bits else "out")
+
+
+class Reciprocal(wiring.Component):
+    """Reciprocal ``(r, e)`` of denominators ``l >= 2**exp_frac_bits``, one per cycle.
+
+    The table lives in a ROM (:class:`amaranth.lib.memory.Memory`, initialized with
+    :attr:`table`). With interpolation (``recip_interp_bits > 0``) the ROM has two synchronous read
+    ports, one at ``i`` and one at ``i + 1``, so both ends of the interval come out in the same
+    cycle: one true dual-port block RAM, no second copy of the table.
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+        Formats: ``acc_l_bits`` (the denominator), ``exp_frac_bits`` (P), ``recip_index_bits``,
+        ``recip_interp_bits``, ``recip_frac_bits``.
+    tag_shape : shape-like
+        Shape of a tag carried from each denominator to its reciprocal unchanged (default 0: none).
+
+    Members
+    -------
+    i_l : ``In(stream.Signature(recip_input_layout(cfg, tag_shape)))``
+        Denominators ``l``, unsigned ``acc_l_bits``, with a tag. Contract: ``l >= 2**P`` (every
+        non-empty softmax state has ``l >= 1.0``); a smaller ``l`` gives an unspecified result.
+    o_recip : ``Out(stream.Signature(recip_output_layout(cfg, tag_shape)))``
+        ``r`` (unsigned ``recip_bits``, ``recip_frac_bits`` fraction bits, in (1/2, 1]) and
+        ``e = floor(log2 l)``, so that ``1 / l ~= r * 2**-(recip_frac_bits + e)``; with the tag.
+    table : list of int
+        The ROM's contents: ``recip_table(index_bits=recip_index_bits, frac_bits=recip_frac_bits,
+        interp=recip_interp_bits > 0)``.
+    stages : tuple of str
+        Names of the pipeline stages, in order: ``chunk`` (leading one within each chunk of
+        :data:`ENCODER_CHUNK_BITS` bits), ``lead`` (across the chunks: ``e``), ``read`` (the
+        mantissa bits below the leading one address the table), then ``interp`` (with
+        interpolation) or ``out`` (a plain register, without).
+    latency : int
+        ``len(stages)``: 4.
+
+    Latency: :attr:`latency` cycles (one register per stage) from an input transfer to its output.
+    Throughput: one reciprocal per cycle. The whole pipe freezes while ``o_recip`` holds a result
+    that is not taken (``i_l.ready = ~o_recip.valid | o_recip.ready``, combinational); bubbles
+    travel with it.
+    Numerics: ``U = recip_index_bits + recip_interp_bits`` bits below the leading one, truncated
+    (zero-filled when ``e < U``), form ``x``; ``r = T[i] + round_shift((T[i+1] - T[i]) * rem,
+    recip_interp_bits)`` with ``i = x >> recip_interp_bits`` (``r = T[x]`` without interpolation).
+    Rounding to nearest, ties up; no overflow (``r`` lies between two entries in (2**(Rr-1), 2**Rr]).
+    """
+
+    def __init__(self, cfg, *, tag_shape=0):
+        _check_args(cfg, tag_shape)
+        self._cfg       = cfg
+        self._tag_shape = tag_shape
+        self.table = recip_table(index_bits=cfg.recip_index_bits, frac_bits=cfg.recip_frac_bits,
+                                 interp=cfg.recip_interp_bits > 0)
+        self.stages = recip_stages(cfg)
+        super().__init__({
+            "i_l":     In(stream.Signature(recip_input_layout(cfg, tag_shape))),
+            "o_recip": Out(stream.Signature(recip_output_layout(cfg, tag_shape))),
+        })
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    @property
+    def tag_shape(self):
+        return self._tag_shape
+
+    @property
+    def latency(self):
+        """Cycles from an input transfer to the output transfer of the same item, without stalls."""
+        return len(self.stages)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        width, interp = cfg.acc_l_bits, cfg.recip_interp_bits
+        mant = cfg.recip_index_bits + interp           # U: mantissa bits below the leading one
+        out = self.o_recip.payload
+        m = Module()
+
+        # --- control: the whole pipe advances unless o_recip holds a result not taken ------------
+        # i_l.ready is the pipe's clock enable.
+        advance = self.i_l.ready
+        m.d.comb += advance.eq(~self.o_recip.valid | self.o_recip.ready)
+
+        # --- valid and tag: one register per stage, frozen with the pipe -------------------------
+        _carry(m, self.i_l.valid, self.o_recip.valid, self.stages, "valid", advance)
+        if _has_tag(self._tag_shape):
+            _carry(m, self.i_l.payload.tag, out.tag, self.stages, "tag", advance)
+
+        # --- table: a ROM, read at i (and i + 1) ---------------------------------------------------
+        m.submodules.table = table = Memory(shape=unsigned(cfg.recip_bits), depth=len(self.table),
+                                            init=self.table)
+        read_ports = [table.read_port() for _ in range(2 if interp else 1)]
+        for port in read_ports:
+            m.d.comb += port.en.eq(advance)
+
+        # --- chunk, lead: e = floor(log2 l), a two-stage priority encoder -------------------------
+        lead_e, lead_l = _leading_one(m, self.i_l.payload.l, advance)
+
+        # --- read: the U bits below the leading one address the table -----------------------------
+        # l is shifted left so that its leading one lands on bit width - 1, with U zeros below it
+        # for a short l (the contract e >= P bounds the shift by width - 1 - P); the ROM's output
+        # registers and these are the stage's.
+        read_shift = (width - 1 - lead_e)[:bits_for(width - 1 - cfg.exp_frac_bits)]
+        read_x     = (Cat(Const(0, mant), lead_l) << read_shift)[width - 1:width - 1 + mant]
+        read_e     = Signal.like(lead_e)
+        for k, port in enumerate(read_ports):
+            m.d.comb += port.addr.eq(read_x[interp:] + k if k else read_x[interp:])
+        with m.If(advance):
+            m.d.sync += read_e.eq(lead_e)
+        lo = read_ports[0].data
+
+        if interp:
+            read_rem = Signal(interp)                      # mantissa bits below the index
+            with m.If(advance):
+                m.d.sync += read_rem.eq(read_x[:interp])
+
+            # --- interp: T[i] + round_shift((T[i+1] - T[i]) * rem, interp) -------------------------
+            # T[i+1] <= T[i]: the slope is negative; the result lies between the two entries.
+            interp_slope = Signal(signed(cfg.recip_bits + 1))
+            m.d.comb += interp_slope.eq(read_ports[1].data - lo)
+            with m.If(advance):
+                m.d.sync += [
+                    out.r.eq(lo + round_shift(interp_slope * read_rem, interp)),
+                    out.e.eq(read_e),
+                ]
+        else:
+            # --- out: the table's value, registered (every output bit leaves a flip-flop) ----------
+            with m.If(advance):
+                m.d.sync += [out.r.eq(lo), out.e.eq(read_e)]
+
+        return m
+
+
+def _carry(m, value, out, stages, suffix, enable):
+    """Carry ``value`` through one register per stage while ``enable``: ``<stage>_<suffix>`` for
+    every stage but the last, whose register is ``out``."""
+    for stage in stages[:-1]:
+        reg = Signal.like(value, name=f"{stage}_{suffix}")
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+        value = reg
+    with m.If(enable):
+        m.d.sync += out.eq(value)
+
+
+def _leading_one(m, l, advance):
+    """The ``chunk`` and ``lead`` stages: ``(lead_e, lead_l)``, the leading one's position and
+    ``l``, two stages after ``l``."""
+    width = len(l)
+    # --- chunk: the leading one within each chunk of l ---------------------------------------
+    chunks = [l[lo:lo + ENCODER_CHUNK_BITS] for lo in range(0, width, ENCODER_CHUNK_BITS)]
+    chunk_any = Signal(len(chunks))
+    chunk_pos = [Signal(range(len(c)), name=f"chunk_pos_{k}") if len(c) > 1 else Const(0, 1)
+                 for k, c in enumerate(chunks)]
+    chunk_l   = Signal.like(l)
+    with m.If(advance):
+        m.d.sync += [chunk_any.eq(Cat(c.any() for c in chunks)), chunk_l.eq(l)]
+        for chunk, pos in zip(chunks, chunk_pos):
+            if len(chunk) > 1:
+                m.d.sync += pos.eq(0)
+                for bit in range(1, len(chunk)):   # the highest set bit is assigned last
+                    with m.If(chunk[bit]):
+                        m.d.sync += pos.eq(bit)
+
+    # --- lead: e = the leading one of the highest non-zero chunk -----------------------------
+    lead_e = Signal(bits_for(width - 1))
+    lead_l = Signal.like(l)
+    with m.If(advance):
+        m.d.sync += [lead_l.eq(chunk_l), lead_e.eq(0)]       # 0 for l = 0 (outside the contract)
+        for k, pos in enumerate(chunk_pos):        # the highest non-zero chunk is assigned last
+            with m.If(chunk_any[k]):
+                m.d.sync += lead_e.eq(k * ENCODER_CHUNK_BITS + pos)
+    return lead_e, lead_l
