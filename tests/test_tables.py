@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.tables import (
     exp2_error_bound,
