@@ -1,6 +1,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from leanattn.sim.partition import core_bounds, head_spans, partition, tree_merges, tree_reduce
 
 CORES = st.sampled_from([1, 2, 4, 8, 16])

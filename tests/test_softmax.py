@@ -9,11 +9,19 @@ from leanattn.hdl.pv import v_layout
 from leanattn.hdl.softmax import OnlineSoftmax
 from leanattn.hdl.tilebuf import score_layout
 from leanattn.sim.cocotb_util import (
-    AMARANTH_LINT_WAIVERS, HIERARCHY_LINT_WAIVERS, design_verilog, verilator_lint,
+    AMARANTH_LINT_WAIVERS,
+    HIERARCHY_LINT_WAIVERS,
+    design_verilog,
+    verilator_lint,
 )
 from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.softmax_vectors import (
-    Segment, pack, partial_items, random_segments, score_items, v_items,
+    Segment,
+    pack,
+    partial_items,
+    random_segments,
+    score_items,
+    v_items,
 )
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 
