@@ -108,6 +108,17 @@ class AttentionConfig:
         Fraction bits of the reciprocal mantissa (values in (1/2, 1]).
     output_bits : int
         Width of the signed output integers (saturated, never wrapped).
+
+    Implementation
+    --------------
+    dsp_bits : int
+        Operand width of the target's hardware multipliers (16: iCE40 SB_MAC16, 18: ECP5
+        MULT18X18D); wider products are built from slices of this width. Where a unit has several
+        cycles per result (the score scaling has ``head_dim // lanes``), it reuses one multiplier
+        for the slices instead of building one per slice.
+    norm_cycles : int
+        Cycles per output beat of the normalizer: 1 is fully parallel; more share its multipliers
+        over that many cycles (fewer DSP blocks, ``norm_cycles * head_dim // lanes`` cycles per head).
     """
 
     head_dim:          int
@@ -128,6 +139,8 @@ class AttentionConfig:
     recip_interp_bits: int = 8
     recip_frac_bits:   int = 16
     output_bits:       int = 16
+    dsp_bits:          int = 18
+    norm_cycles:       int = 1
 
     # -- validation --------------------------------------------------------------------------------
 
@@ -173,6 +186,8 @@ class AttentionConfig:
         _field_range("recip_interp_bits", self.recip_interp_bits, 0, 16)
         _field_range("recip_frac_bits", self.recip_frac_bits, self.recip_index_bits + 1, 24)
         _field_range("output_bits", self.output_bits, 4, 32)
+        _field_range("dsp_bits", self.dsp_bits, 9, 27)
+        _field_range("norm_cycles", self.norm_cycles, 1, 16)
 
         for name in ("acc_o_bits", "out_product_bits", "scaled_qk_bits", "pv_product_bits"):
             bits = getattr(self, name)
@@ -451,11 +466,14 @@ def parse_overrides(config, assignments):
 PRESETS = {
     # iCE40UP5K (8 SB_MAC16, 128 KiB SPRAM): exp2 indexed by the whole 8-bit logit fraction (no
     # interpolation multiplier), weights of 15 bits so a weight x value product fits one 16x16
-    # SB_MAC16, a 1024-entry midpoint reciprocal table (block RAM, no multiplier).
+    # SB_MAC16, a 1024-entry midpoint reciprocal table (block RAM, no multiplier), 16-bit
+    # multiplier slices reused over several cycles where the rate allows (score scaling,
+    # normalizer at 4 cycles per output beat).
     "tiny": AttentionConfig(
         head_dim=32, lanes=1, cores=2, tile=16, max_context=1024, max_heads=8,
         logit_frac_bits=8, exp_index_bits=8, exp_frac_bits=14,
         recip_index_bits=10, recip_interp_bits=0, recip_frac_bits=16,
+        dsp_bits=16, norm_cycles=4,
     ),
     # ECP5-85F: 1024-entry exp2 table (one DP16KD per core), 17-bit weights for MULT18X18D.
     "default": AttentionConfig(

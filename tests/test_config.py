@@ -63,6 +63,8 @@ def test_signed_bits(lo, hi, bits):
     ({"recip_interp_bits": 17}, r"recip_interp_bits must be in the range 0\.\.16, not 17"),
     ({"recip_frac_bits": 7}, r"recip_frac_bits must be in the range 8\.\.24, not 7"),
     ({"output_bits": 3}, r"output_bits must be in the range 4\.\.32, not 3"),
+    ({"dsp_bits": 8}, r"dsp_bits must be in the range 9\.\.27, not 8"),
+    ({"norm_cycles": 0}, r"norm_cycles must be in the range 1\.\.16, not 0"),
     ({"input_bits": 16, "max_context": 1 << 24, "exp_frac_bits": 24},
      r"acc_o_bits \(65 bits, derived from max_context 16777216, input_bits 16, .*\) must be at "
      r"most 62 bits"),
