@@ -13,8 +13,9 @@ and ``l`` follows the same rule with ``w`` once per key. After the last key of a
 leaves as ``head_dim // lanes`` partial beats (:func:`leanattn.hdl.layouts.partial_layout`).
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fixed import round_shift
@@ -50,10 +51,12 @@ class PVAccumulator(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         ``head_dim // lanes`` beats per segment, after its last key.
 
-    Latency: the first partial beat of a segment leaves 2 cycles after its last value beat arrived.
+    Latency: the first partial beat of a segment leaves 3 cycles after its last value beat arrived.
     Throughput: one value beat per cycle (``lanes`` multiply-accumulates); the ``head_dim // lanes``
     partial beats of a segment take as many cycles, during which no value beat is taken.
     Stalls: value beats wait for their key's weight; the partial output holds while not ready.
+    Storage: the ``o`` accumulators are a memory of ``head_dim // lanes`` words (block RAM), read
+    and written back once per beat; ``l`` is a register.
     Numerics: exact products (``pv_product_bits``) and sums (``acc_l_bits``, ``acc_o_bits``); the
     rescale is ``round_shift`` (nearest, ties up), as :func:`leanattn.sim.golden.online_softmax`.
     """
@@ -66,24 +69,25 @@ class PVAccumulator(wiring.Component):
             "o_partial": Out(stream.Signature(partial_layout(cfg))),
         })
 
-    @property
-    def latency(self):
-        """Cycles from a segment's last value beat to its first partial beat."""
-        return 2
+    #: Cycles from a segment's last value beat to its first partial beat (accumulate, read).
+    latency = 3
 
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        beats = cfg.beats_per_key
-        lanes = range(cfg.lanes)
-        words = Array(Signal(data.ArrayLayout(signed(cfg.acc_o_bits), cfg.lanes), name=f"acc_o_{i}")
-                      for i in range(beats))
+        word_layout = data.ArrayLayout(signed(cfg.acc_o_bits), cfg.lanes)
+        # The o accumulators: one memory word of `lanes` accumulators per beat position (block RAM
+        # on an FPGA). Each beat reads its word and writes it back a cycle later.
+        # (At least two words, so that the address has a bit even for one beat per key.)
+        m.submodules.acc = acc = Memory(shape=word_layout, depth=max(2, cfg.beats_per_key), init=[])
+        rd, wr = acc.read_port(), acc.write_port()
         acc_l = Signal(unsigned(cfg.acc_l_bits))
 
         # -- key register: the weight and flags of the key whose value beats are arriving ------------
+        beats     = cfg.beats_per_key
         key_valid = Signal()
         key       = Signal(weight_layout(cfg))
-        beat      = Signal(range(beats))
+        beat      = Signal(range(max(2, beats)))  # (one bit even for one beat per key)
         draining  = Signal()                 # a segment's last beat went in: emit before more keys
         last_beat = beat == beats - 1
         fire      = key_valid & self.i_v.valid & ~draining
@@ -99,51 +103,71 @@ class PVAccumulator(wiring.Component):
         with m.If(fire):
             m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
 
-        # -- stage 1: products w * v, registered, with the beat's control -----------------------------
-        mul_valid = Signal()
-        mul_prod  = Signal(data.ArrayLayout(signed(cfg.pv_product_bits), cfg.lanes))
-        mul_beat  = Signal.like(beat)
-        mul_key   = Signal(weight_layout(cfg))
-        m.d.sync += mul_valid.eq(fire)
+        # -- stage 1: products w * v, registered, while the beat's word is read -----------------------
+        # The write port's address and enable are this stage's beat number and valid bit.
+        mul_prod = Signal(data.ArrayLayout(signed(cfg.pv_product_bits), cfg.lanes))
+        mul_key  = Signal(weight_layout(cfg))
+        m.d.sync += [wr.en.eq(fire)]
         with m.If(fire):
-            m.d.sync += [mul_prod[i].eq(key.w * self.i_v.payload[i]) for i in lanes]
-            m.d.sync += [mul_beat.eq(beat), mul_key.eq(key)]
+            m.d.sync += [mul_prod[i].eq(key.w * self.i_v.payload[i]) for i in range(cfg.lanes)]
+            m.d.sync += [wr.addr.eq(beat), mul_key.eq(key)]
 
         # -- stage 2: accumulate (rescale on a tile's first key, restart on a segment's first) --------
+        old_word = rd.data
+        if beats == 1:
+            # Every beat reads the word the previous beat is writing: forward it.
+            fwd_valid = Signal()
+            fwd_word  = Signal(word_layout)
+            m.d.sync += fwd_valid.eq(wr.en)
+            with m.If(wr.en):
+                m.d.sync += fwd_word.eq(wr.data)
+            old_word = data.View(word_layout, Mux(fwd_valid, fwd_word, rd.data))
         tag = mul_key.tag
         rescale = tag.first_tile & ~tag.first_seg
-        word = words[mul_beat]
-        with m.If(mul_valid):
-            for i in lanes:
-                old = Mux(rescale, round_shift(word[i], tag.delta), word[i])
-                m.d.sync += word[i].eq(Mux(tag.first_seg, 0, old) + mul_prod[i])
-            with m.If(mul_beat == 0):
-                old_l = Mux(rescale, round_shift(acc_l, tag.delta), acc_l)
-                m.d.sync += acc_l.eq(Mux(tag.first_seg, 0, old_l) + mul_key.w)
+        for i in range(cfg.lanes):
+            old = Mux(rescale, round_shift(old_word[i], tag.delta), old_word[i])
+            m.d.comb += wr.data[i].eq(Mux(tag.first_seg, 0, old) + mul_prod[i])
+        with m.If(wr.en & (wr.addr == 0)):
+            old_l = Mux(rescale, round_shift(acc_l, tag.delta), acc_l)
+            m.d.sync += acc_l.eq(Mux(tag.first_seg, 0, old_l) + mul_key.w)
 
-        # -- drain: after the segment's last beat is accumulated, emit its partial ------------------
-        self._drain(m, words, acc_l, key, key_done, mul_valid, draining)
+        # -- drain: after the segment's last beat is accumulated, read its words out --------------
+        self._drain(m, rd, acc_l, key, beat, fire, key_done, wr.en, draining)
         return m
 
-    def _drain(self, m, words, acc_l, key, key_done, mul_valid, draining):
+    def _drain(self, m, rd, acc_l, key, beat, fire, key_done, writing, draining):
         cfg = self._cfg
-        out_beat = Signal(range(cfg.beats_per_key))
+        beats = cfg.beats_per_key
         head     = Signal.like(key.tag.head)
         run_max  = Signal.like(key.tag.m)
         with m.If(key_done & key.tag.last_seg):
             m.d.sync += [draining.eq(1), head.eq(key.tag.head), run_max.eq(key.tag.m)]
-        out = self.o_partial.payload
-        last = out_beat == cfg.beats_per_key - 1
+
+        # The read port serves the beats while accumulating and the drain's reads after; its
+        # output register is the partial's payload and holds while the output stalls.
+        read_beat = Signal(range(max(2, beats)))      # next word to read out
+        issued    = Signal(range(beats + 1))          # words read out so far
+        out_last  = Signal()
+        advance   = ~self.o_partial.valid | self.o_partial.ready
+        read      = draining & ~writing & advance & (issued != beats)
         m.d.comb += [
-            self.o_partial.valid.eq(draining & ~mul_valid),
+            rd.addr.eq(Mux(draining, read_beat, beat)),
+            rd.en.eq(Mux(draining, advance, fire)),
+        ]
+        with m.If(read):
+            m.d.sync += [read_beat.eq(Mux(read_beat == beats - 1, 0, read_beat + 1)),
+                         issued.eq(issued + 1), out_last.eq(issued == beats - 1)]
+        with m.If(advance):
+            m.d.sync += self.o_partial.valid.eq(read)
+
+        out = self.o_partial.payload
+        m.d.comb += [
             out.head.eq(head),
             out.valid.eq(1),
             out.m.eq(run_max),
             out.l.eq(acc_l),
-            out.o.eq(words[out_beat]),
-            out.last.eq(last),
+            out.o.eq(rd.data),
+            out.last.eq(out_last),
         ]
-        with m.If(self.o_partial.valid & self.o_partial.ready):
-            m.d.sync += out_beat.eq(Mux(last, 0, out_beat + 1))
-            with m.If(last):
-                m.d.sync += draining.eq(0)
+        with m.If(self.o_partial.valid & self.o_partial.ready & out_last):
+            m.d.sync += [draining.eq(0), issued.eq(0)]
