@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tiers import config_params
 
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.pv import PVAccumulator, v_layout, weight_layout
@@ -50,7 +51,7 @@ def extreme_segments(cfg):
     ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", config_params(NAMES))
 @pytest.mark.parametrize("idle, backpressure", [("none", "none"), ("random", "random"),
                                                 ("fixed", "random")])
 def test_pv_amaranth(name, idle, backpressure):
@@ -87,7 +88,7 @@ def test_pv_throughput_and_latency(name):
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", config_params(NAMES))
 def test_pv_cocotb(name, simulator, request):
     cfg = CONFIGS[name]
     rng = np.random.default_rng(4)

@@ -3,6 +3,7 @@ segment, under any stall pattern, flowing from one segment into the next."""
 
 import numpy as np
 import pytest
+from tiers import config_params
 
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.pv import PVAccumulator, v_layout
@@ -47,7 +48,7 @@ def extreme_segments(cfg):
     ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", config_params(NAMES))
 @pytest.mark.parametrize("idle, backpressure", [("none", "none"), ("random", "random"),
                                                 ("random", "none"), ("none", "fixed")])
 def test_softmax_amaranth(name, idle, backpressure):
@@ -78,7 +79,7 @@ def test_softmax_flows_between_segments(name):
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", config_params(NAMES))
 def test_softmax_cocotb(name, simulator, request):
     cfg = TEST_CONFIGS[name]
     rng = np.random.default_rng(13)

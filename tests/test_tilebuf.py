@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tiers import config_params
 
 from leanattn.hdl.tilebuf import TileBuffer, key_layout, score_layout
 from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, design_verilog, verilator_lint
@@ -32,7 +33,7 @@ def extreme_segments(cfg):
     ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", config_params(NAMES))
 @pytest.mark.parametrize("idle, backpressure", [("none", "none"), ("random", "random"),
                                                 ("none", "random"), ("random", "none")])
 def test_tilebuf_amaranth(name, idle, backpressure):
@@ -59,7 +60,7 @@ def test_tilebuf_replay_overlaps_fill(name):
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", config_params(NAMES))
 def test_tilebuf_cocotb(name, simulator, request):
     cfg = TEST_CONFIGS[name]
     rng = np.random.default_rng(3)
