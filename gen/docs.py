@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Generated parts of the documentation, so that they cannot drift from the code.
 
 A generated block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in a Markdown file;
@@ -5,13 +6,14 @@ A generated block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
 stale.
 """
 
+import importlib
 import re
 import sys
 from pathlib import Path
 
 from .hdl.config import PRESETS
 
-__all__ = ["FORMAT_ROWS", "formats_table", "BLOCKS", "update", "stale_blocks"]
+__all__ = ["FORMAT_ROWS", "formats_table", "UNITS", "units_table", "BLOCKS", "update", "stale_blocks"]
 
 #: Derived formats shown in docs/numerics.md: (config attribute, meaning).
 FORMAT_ROWS = [
@@ -54,8 +56,36 @@ def formats_table(configs=PRESETS):
     return "\n".join(lines)
 
 
+#: The datapath units: (class, module, how many the core has).
+UNITS = [
+    ("DotProduct",    "dot",       "per core"),
+    ("ScoreScale",    "score",     "per core"),
+    ("TileBuffer",    "tilebuf",   "per core, in OnlineSoftmax"),
+    ("Exp2",          "exp2",      "per core, in OnlineSoftmax"),
+    ("PVAccumulator", "pv",        "per core, in OnlineSoftmax"),
+    ("Merge",         "merge",     "per reduction-tree node"),
+    ("Reciprocal",    "recip",     "in the Normalizer"),
+    ("Normalizer",    "normalize", "after the tree"),
+]
+
+
+def units_table(configs=PRESETS):
+    """Latency (and, where a unit takes inputs less than once per cycle, the interval) per preset."""
+    lines = ["| unit | module | instances | " + " | ".join(configs) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in configs) + " |"]
+    for name, module, where in UNITS:
+        cls = getattr(importlib.import_module(f"leanattn.hdl.{module}"), name)
+        cells = []
+        for cfg in configs.values():
+            unit = cls(cfg)
+            interval = getattr(unit, "interval", 1)
+            cells.append(f"{unit.latency}" + (f" (every {interval})" if interval > 1 else ""))
+        lines.append(f"| `{name}` | `hdl/{module}.py` | {where} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 #: Generated blocks: (file relative to the repository root, block name, generator).
-BLOCKS = [("docs/numerics.md", "formats", formats_table)]
+BLOCKS = [("docs/numerics.md", "formats", formats_table), ("docs/units.md", "latency", units_table)]
 
 
 def _pattern(name):

@@ -74,12 +74,15 @@ class TileBuffer(wiring.Component):
     o_key : ``Out(stream.Signature(key_layout(cfg)))``
         One exp2 argument per key, in the same order, with ``key_tag_layout`` flags.
 
-    Latency: a key leaves no earlier than 3 cycles after the last logit of its tile arrived.
+    Latency: a tile's first key leaves :attr:`latency` (2) cycles after the tile's last logit.
     Throughput: one logit in and one key out per cycle; ``i_score`` stalls only when four tiles are
     buffered. Stalls: the replay side freezes while ``o_key`` is not ready.
     Numerics: exact. ``m_new = max(m_run, floor(max s))`` (``floor(max s)`` for a segment's first
     tile), ``delta = m_new - m_run`` (0 at a segment's first tile), ``t = s - m_new * 2**F``.
     """
+
+    #: Cycles from the transfer of a tile's last logit to the transfer of its first key.
+    latency = 2
 
     def __init__(self, cfg):
         self._cfg = cfg

@@ -55,7 +55,7 @@ def test_tilebuf_replay_overlaps_fill(name):
     sent, received = simulate(TileBuffer(cfg), inputs, outputs)
     assert sent["i_score"] == list(range(1, n + 1))               # never stalls the logits
     first = received["o_key"][0][1]
-    assert first == cfg.tile + 2                                   # tile's last logit + 2 cycles
+    assert first == sent["i_score"][cfg.tile - 1] + TileBuffer.latency  # the tile's last logit
     assert [c for _, c in received["o_key"]] == list(range(first, first + n))
 
 
