@@ -11,13 +11,16 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
 
+from leanattn.fpga.unit_resources import synthesize
 from leanattn.hdl.config import PRESETS
-from leanattn.hdl.score import MUL_SLICE_BITS, ScoreScale, qk_scale_layout, score_layout
+from leanattn.hdl.score import ScoreScale, qk_scale_layout, score_layout
 from leanattn.sim import golden
+from leanattn.sim.accept_probe import AcceptProbe
 from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, verilator_lint
 from leanattn.sim.configs import TEST_CONFIGS
-from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
+from leanattn.sim.stream_bench import PATTERNS, bench_dir, run_cocotb_bench, simulate
 
 TAG_BITS = 5
 CONFIGS  = list(TEST_CONFIGS)
@@ -173,16 +176,31 @@ def join(*vectors):
 # --- cocotb on the generated Verilog -------------------------------------------------------------
 # First in the file, so that under pytest-xdist the long runs start first.
 
+def cocotb_runs(cfg, simulator, build, *, stalled, back_to_back, patterns, seed):
+    """The unit inside an :class:`AcceptProbe` (one Verilog, one simulator build for both runs):
+    ``stalled`` (inputs, outputs) under ``patterns``, the latency checked where nothing stalls;
+    then ``back_to_back`` without stalls, where the latency is checked and the probe's gaps prove
+    the inputs taken exactly ``interval`` cycles apart."""
+    probe = AcceptProbe(ScoreScale(cfg, tag_shape=TAG_BITS), port="i_qk")
+    latency = latency_of(probe.unit)
+    run_cocotb_bench(probe, toplevel="score", inputs=stalled[0], outputs=stalled[1], simulator=simulator,
+                     build_dir=build, latency=latency, patterns=patterns, seed=seed)
+    inputs, outputs = back_to_back
+    gaps = [probe.gap_max] + [probe.unit.interval] * (len(inputs["i_qk"]) - 1)
+    run_cocotb_bench(probe, toplevel="score", inputs=inputs, outputs={**outputs, "o_gaps": gaps},
+                     simulator=simulator, build_dir=build, patterns=[("none", "none")], seed=seed + 1,
+                     latency={**latency, "o_gaps": ("i_qk", 1, None)})
+
+
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 def test_cocotb_quick(request, simulator):
     """The fast tier's run: the extremes and 300 random vectors of the odd config, under every stall
-    pattern, with the latency checked where nothing stalls."""
+    pattern, with the latency checked where nothing stalls; the rate on 200 more."""
     cfg = TEST_CONFIGS["odd"]
     vectors = join(extreme_vectors(cfg, seed=1), random_vectors(cfg, 300, seed=1))
-    inputs, outputs = streams(cfg, *vectors, seed=1)
-    dut = ScoreScale(cfg, tag_shape=TAG_BITS)
-    run_cocotb_bench(dut, toplevel="score", inputs=inputs, outputs=outputs, simulator=simulator,
-                     build_dir=bench_dir(request), latency=latency_of(dut), seed=6100)
+    cocotb_runs(cfg, simulator, bench_dir(request), stalled=streams(cfg, *vectors, seed=1),
+                back_to_back=streams(cfg, *random_vectors(cfg, 200, seed=2), seed=2),
+                patterns=PATTERNS, seed=6100)
 
 
 @pytest.mark.slow
@@ -190,20 +208,13 @@ def test_cocotb_quick(request, simulator):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_cocotb_full(request, name, simulator):
     """The extremes and 10,000 random vectors under random idle cycles and backpressure; then 300
-    without stalls for the latency."""
+    without stalls for the latency and the rate."""
     cfg = TEST_CONFIGS[name]
     seed = 7000 + 10 * CONFIGS.index(name) + (simulator == "verilator")
     extremes, randoms = extreme_vectors(cfg, seed), random_vectors(cfg, 10_000, seed)
-    inputs, outputs = streams(cfg, *join(extremes, randoms), seed=seed)
-    dut = ScoreScale(cfg, tag_shape=TAG_BITS)
-    build = bench_dir(request)
-    run_cocotb_bench(dut, toplevel="score", inputs=inputs, outputs=outputs, simulator=simulator,
-                     build_dir=build, patterns=[("random", "random")], seed=seed)
-
-    inputs, outputs = streams(cfg, *(col[:300] for col in randoms), seed=seed + 1)
-    run_cocotb_bench(dut, toplevel="score", inputs=inputs, outputs=outputs, simulator=simulator,
-                     build_dir=build, latency=latency_of(dut), patterns=[("none", "none")],
-                     seed=seed + 1)
+    cocotb_runs(cfg, simulator, bench_dir(request), stalled=streams(cfg, *join(extremes, randoms), seed=seed),
+                back_to_back=streams(cfg, *(col[:300] for col in randoms), seed=seed + 1),
+                patterns=[("random", "random")], seed=seed)
 
 
 # --- the vectors themselves ----------------------------------------------------------------------
@@ -245,10 +256,15 @@ def test_extreme_vectors_cover_the_edges(name):
 
 PATTERNS_SIM = [("none", "none"), ("random", "random"), ("random", "none"), ("none", "random"),
                 ("fixed", "fixed")]
+#: The fast tier crosses every configuration with no stalls and with random stalls on both sides;
+#: the one-sided and fixed patterns run in the full suite.
+PATTERNS_FAST = PATTERNS_SIM[:2]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize(("idle", "backpressure"), PATTERNS_SIM)
+@pytest.mark.parametrize(("idle", "backpressure"), [
+    pattern if pattern in PATTERNS_FAST else pytest.param(*pattern, marks=pytest.mark.slow)
+    for pattern in PATTERNS_SIM])
 def test_random(name, idle, backpressure):
     cfg = TEST_CONFIGS[name]
     seed = 100 + CONFIGS.index(name) * 10 + PATTERNS_SIM.index((idle, backpressure))
@@ -283,22 +299,63 @@ def test_shift_beyond_max(name):
              backpressure="random", seed=9)
 
 
-#: Operand widths beyond the presets: q.k in one signed slice, and in three.
-NARROW = PRESETS["tiny"].replace(head_dim=2, lanes=1, input_bits=4)
-BROAD  = PRESETS["default"].replace(head_dim=4096, lanes=64, input_bits=16)
+#: Operand widths and rates beyond the presets: q.k in one slice; two slices on two multipliers
+#: (a new q.k every cycle); three slices on one multiplier and on two (the first cycle takes one);
+#: a mantissa wider than the multipliers (slices of both operands), on one multiplier and on two.
+NARROW     = PRESETS["tiny"].replace(head_dim=2, lanes=1, input_bits=4)
+PARALLEL   = PRESETS["default"].replace(lanes=64)
+BROAD      = PRESETS["default"].replace(head_dim=4096, lanes=64, input_bits=16)
+BROAD_PAIR = BROAD.replace(lanes=2048)
+WIDE_MANT  = PRESETS["tiny"].replace(scale_bits=24)
+WIDE_PAIR  = WIDE_MANT.replace(lanes=16)
+SLICE_CASES = {
+    # name: (cfg, slices, multipliers, interval)
+    "narrow":     (NARROW, 1, 1, 1),
+    "parallel":   (PARALLEL, 2, 2, 1),
+    "default":    (TEST_CONFIGS["default"], 2, 1, 2),
+    "broad":      (BROAD, 3, 1, 3),
+    "broad_pair": (BROAD_PAIR, 3, 2, 2),
+    "wide_mant":  (WIDE_MANT, 4, 1, 4),
+    "wide_pair":  (WIDE_PAIR, 4, 2, 2),
+}
 
 
-@pytest.mark.parametrize(("cfg", "slices"), [(NARROW, 1), (TEST_CONFIGS["default"], 2), (BROAD, 3)],
-                         ids=["narrow", "default", "broad"])
-def test_multiplier_slices(cfg, slices):
-    """q.k is cut into MUL_SLICE_BITS-bit slices, one multiplier each; exact for 1, 2 and 3."""
+@pytest.mark.parametrize("case", [case if case in ("narrow", "parallel", "default")
+                                  else pytest.param(case, marks=pytest.mark.slow)
+                                  for case in SLICE_CASES])
+def test_multiplier_slices(case):
+    """q.k (and mant, when wider than dsp_bits) cut into slices of at most dsp_bits bits, on
+    ceil(slices / beats_per_key) multipliers over `interval` cycles; exact in every case, under
+    stalls and back to back (one input per `interval` cycles, each result `latency` later)."""
+    cfg, slices, multipliers, interval = SLICE_CASES[case]
     dut = ScoreScale(cfg)
-    parts = [name for name in re.findall(r"\breg (?:\[\d+:0\] )?(mul_part_\d+)\b",
-                                         verilog.convert(dut, name="score", emit_src=False))]
-    assert len(parts) == slices == -(-cfg.qk_bits // MUL_SLICE_BITS)
+    assert (len(dut.products.slices), dut.multipliers, dut.interval) == (slices, multipliers, interval)
+    assert dut.multipliers == -(-slices // cfg.beats_per_key)
+    assert dut.interval == -(-slices // dut.multipliers) <= cfg.beats_per_key
+    assert dut.latency == (5 if interval == 1 else 5 + interval)
+    for s in dut.products.slices:                   # every partial product fits one multiplier
+        assert s.x_width <= cfg.dsp_bits and s.y_width <= cfg.dsp_bits
+    for column in zip(*dut.products.table):         # a multiplier that also takes the signed top
+        taken = [s for s in column if s is not None]  # slice takes unsigned ones one bit narrower
+        if any(s.x_signed for s in taken):
+            assert all(s.x_width <= cfg.dsp_bits - 1 for s in taken if not s.x_signed)
+    text = verilog.convert(dut, name="score", emit_src=False)
+    parts = re.findall(r"\breg (?:signed )?(?:\[\d+:0\] )?(mul_part_\d+)\b", text)
+    assert sorted(parts) == [f"mul_part_{j}" for j in range(multipliers)]
+    assert bool(re.search(r"\breg (\[\d+:0\] )?load\b", text)) == (interval > 1)
     vectors = join(extreme_vectors(cfg, seed=3), random_vectors(cfg, 1000, seed=3))
     inputs, outputs = streams(cfg, *vectors, tag_shape=0, seed=3)
     simulate(dut, inputs, outputs, idle="random", backpressure="random", seed=3)
+    check_throughput(ScoreScale(cfg), cfg, 200, seed=4)
+
+
+def check_throughput(dut, cfg, n, *, seed, tag_shape=0):
+    """No stalls, inputs back to back: one accepted every ``interval`` cycles, the first in the
+    first cycle, and each result ``latency`` cycles after its input."""
+    inputs, outputs = streams(cfg, *random_vectors(cfg, n, seed), tag_shape=tag_shape, seed=seed)
+    sent, received = simulate(dut, inputs, outputs, latency=latency_of(dut))
+    assert sent["i_qk"] == [1 + dut.interval * i for i in range(n)]
+    assert [cycle for _, cycle in received["o_score"]] == [c + dut.latency for c in sent["i_qk"]]
 
 
 def test_no_tag():
@@ -320,23 +377,56 @@ def test_layout_tag():
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_throughput(name):
-    """No stalls: one input and one output every cycle, each ``latency`` after its input."""
+    """No stalls: one input every ``interval`` cycles, one output ``latency`` after each."""
     cfg = TEST_CONFIGS[name]
-    n = 200
-    inputs, outputs = streams(cfg, *random_vectors(cfg, n, seed=31), seed=31)
-    dut = ScoreScale(cfg, tag_shape=TAG_BITS)
-    sent, received = simulate(dut, inputs, outputs, latency=latency_of(dut))
-    assert sent["i_qk"] == list(range(1, n + 1))
-    assert [cycle for _, cycle in received["o_score"]] == list(range(1 + dut.latency, n + 1 + dut.latency))
+    check_throughput(ScoreScale(cfg, tag_shape=TAG_BITS), cfg, 200, seed=31, tag_shape=TAG_BITS)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_ready_low_while_busy(name):
+    """i_qk.ready, cycle by cycle, with an input always offered: high in the cycle an item is
+    accepted, low for the `interval - 1` cycles it spends in the serial multiplier (and while
+    o_score holds a result not taken)."""
+    cfg = TEST_CONFIGS[name]
+    dut = ScoreScale(cfg)
+    qk, mant, shift = random_vectors(cfg, 1, seed=41)
+    item = qk_scale_layout(cfg).const({"qk": int(qk[0]), "mant": int(mant[0]), "shift": int(shift[0])})
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.i_qk.valid, 1)
+        ctx.set(dut.i_qk.payload, item)
+        ctx.set(dut.o_score.ready, 1)
+        for cycle in range(4 * dut.interval + 12):
+            if cycle == 2 * dut.interval + 8:
+                ctx.set(dut.o_score.ready, 0)       # a result is held from here on
+            _, _, ready, out_valid = await ctx.tick().sample(dut.i_qk.ready, dut.o_score.valid)
+            seen.append((ready, out_valid))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    stop = 2 * dut.interval + 8
+    assert [ready for ready, _ in seen[:stop]] == [int(c % dut.interval == 0) for c in range(stop)]
+    frozen = [ready for ready, valid in seen[stop:] if valid]
+    assert frozen and not any(frozen)
 
 
 def test_latency_property():
-    """Five registers: mul, sum, shf, rnd and the output; a wrong latency fails the bench."""
-    assert {name: ScoreScale(cfg).latency for name, cfg in TEST_CONFIGS.items()} == dict.fromkeys(CONFIGS, 5)
+    """mul, sum, shf, rnd and the output register; with a serial multiplier also load and the
+    further cycles of mul. Every test configuration gets one 18- or 16-bit multiplier taking q.k's
+    two slices over two cycles; a wrong latency fails the bench."""
+    assert {name: (len(dut.products.slices), dut.multipliers, dut.interval, dut.latency)
+            for name, dut in ((name, ScoreScale(cfg)) for name, cfg in TEST_CONFIGS.items())} == \
+        dict.fromkeys(CONFIGS, (2, 1, 2, 7))
+    assert ScoreScale(PARALLEL).latency == 5
     cfg = TEST_CONFIGS["default"]
+    dut = ScoreScale(cfg, tag_shape=TAG_BITS)
     inputs, outputs = streams(cfg, *random_vectors(cfg, 4, seed=3), seed=3)
-    with pytest.raises(AssertionError, match="the documented latency is 6"):
-        simulate(ScoreScale(cfg, tag_shape=TAG_BITS), inputs, outputs, latency={"o_score": ("i_qk", 6, None)})
+    wrong = dut.latency + 1
+    with pytest.raises(AssertionError, match=f"the documented latency is {wrong}"):
+        simulate(dut, inputs, outputs, latency={"o_score": ("i_qk", wrong, None)})
 
 
 def test_ports_and_contract():
@@ -353,8 +443,11 @@ def test_ports_and_contract():
     for port in ("i_qk__payload", "i_qk__valid", "i_qk__ready",
                  "o_score__payload", "o_score__valid", "o_score__ready", "clk", "rst"):
         assert re.search(rf"\b(input|output) (\[\d+:0\] )?{port};", text), port
-    for name in ("mul_part_0", "mul_part_1", "mul_coarse", "mul_fine", "sum_prod", "shf_x", "rnd_s"):
-        assert re.search(rf"\breg (\[\d+:0\] )?{name}\b", text), name
+    for name in ("load", "load_phase", "mul_part_0", "mul_phase", "mul_coarse", "mul_fine", "sum_prod",
+                 "shf_x", "rnd_s"):
+        assert re.search(rf"\breg (signed )?(\[\d+:0\] )?{name}\b", text), name
+    assert "mul_part_1" not in text                 # one multiplier, two slices
+    assert dut.products.table == ((dut.products.slices[0],), (dut.products.slices[1],))
 
 
 # --- constructor errors ----------------------------------------------------------------------------
@@ -379,13 +472,25 @@ def test_keyword_only():
 
 # --- lint ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", [*CONFIGS, "parallel", "broad_pair", "wide_mant"])
 @pytest.mark.parametrize("tag_shape", [0, TAG_BITS])
 def test_lint(request, name, tag_shape):
+    """Every test configuration, and the other kinds of multiplier plans: one multiplier per slice,
+    an empty slot, mant sliced too."""
+    cfg = TEST_CONFIGS[name] if name in TEST_CONFIGS else SLICE_CASES[name][0]
     path = bench_dir(request) / "score.v"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(verilog.convert(ScoreScale(TEST_CONFIGS[name], tag_shape=tag_shape), name="score",
-                                    emit_src=False))
+    path.write_text(verilog.convert(ScoreScale(cfg, tag_shape=tag_shape), name="score", emit_src=False))
     waivers = {**AMARANTH_LINT_WAIVERS, **ARITH_LINT_WAIVERS,
                **(NO_TAG_LINT_WAIVERS if not tag_shape else {})}
     assert verilator_lint(path, waivers=waivers) == []
+
+
+# --- resources -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tiny_uses_one_mac16(request):
+    """At tiny (iCE40UP5K) the unit takes one SB_MAC16: q.k's two slices share it."""
+    cfg = TEST_CONFIGS["tiny"]
+    result = synthesize(ScoreScale(cfg), top="scorescale", out_dir=bench_dir(request))
+    assert result["resources"]["SB_MAC16"] == ScoreScale(cfg).multipliers == 1
