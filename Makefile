@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 PYTEST  := $(PY) -m pytest -n auto
 
-.PHONY: all setup tools demo config test test-fast bench accuracy lint clean
+.PHONY: all setup tools demo config test test-fast bench accuracy resources lint clean
 
 all: demo
 
@@ -64,6 +64,9 @@ bench: setup
 
 accuracy: setup
 	$(PY) -m leanattn.sim.accuracy --out build/accuracy
+
+resources: setup
+	$(PY) -m leanattn.fpga.unit_resources --preset $(PRESET) --out build/synth/units
 
 lint: setup
 	$(VENV)/bin/ruff check gen hdl sim tests fpga
