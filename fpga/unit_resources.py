@@ -16,7 +16,7 @@ but does not build or synthesize is an error (the others are still reported, the
 fails). Synthesis of one unit alone is a lower bound for the whole core: the top adds the
 scheduler, KV fetch, FIFOs and the glue between units.
 
-YoWASP notes (``shared/TOOLCHAIN.md``): the tools see ``/tmp`` as a private folder, so Yosys runs
+YoWASP notes: the tools see ``/tmp`` as a private folder, so Yosys runs
 inside each unit's folder with relative paths; its first call compiles a cache (60-80 s).
 """
 

@@ -4,9 +4,9 @@ Three errors per head, each the relative L2 error of :func:`leanattn.sim.referen
 (denominator floored at 0.05 rms):
 
 * **datapath**: golden-model output (dequantized) vs the quantization floor, i.e. float64
-  attention on the same quantized integers -- the datapath's own error (DESIGN §5: median ≤ 0.5 %,
+  attention on the same quantized integers -- the datapath's own error (the targets of docs/numerics.md: median ≤ 0.5 %,
   p99 ≤ 2 %);
-* **end to end**: golden-model output vs float64 attention on the float inputs (DESIGN §5, 12-bit
+* **end to end**: golden-model output vs float64 attention on the float inputs (docs/numerics.md, 12-bit
   per-head inputs on the real activations: p99 ≤ 2.5 %);
 * **floor**: the quantization floor vs float64 on the float inputs -- input quantization alone.
 
@@ -322,7 +322,7 @@ def main(argv=None):
     header = ("Relative L2 error per head, denominator floored at 0.05 rms; datapath = golden "
               "model vs float64 on the quantized inputs (the quantization floor); end to end = vs "
               "float64 on the float inputs; floor alone = input quantization only. Targets "
-              "(DESIGN §5): datapath median <= 0.5 %, p99 <= 2 %; end to end with int12 per-head "
+              "(targets): datapath median <= 0.5 %, p99 <= 2 %; end to end with int12 per-head "
               "on the real activations p99 <= 2.5 %. 'max use' = largest |error| / bound.")
     (out_dir / "accuracy.md").write_text(f"# Accuracy\n\n{header}\n\n{table}\n")
     (out_dir / "accuracy.json").write_text(json.dumps(

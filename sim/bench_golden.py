@@ -2,7 +2,7 @@
 
 Each job is written as an ``.npz`` of int8 arrays (already quantized) and run through the command
 line in a fresh process, so the time includes Python start-up and loading, as a user sees it.
-Prints a Markdown table and writes ``golden.json``. The target (DESIGN.md §5): one 524288-key head
+Prints a Markdown table and writes ``golden.json``. The target (docs/numerics.md): one 524288-key head
 at head_dim 128 (preset ``wide``) in at most 10 s.
 
     python -m leanattn.sim.bench_golden --out build/bench

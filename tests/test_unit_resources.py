@@ -40,7 +40,7 @@ class Multiplier(wiring.Component):
 def test_registry():
     names = [unit.name for unit in ur.UNITS]
     assert len(set(names)) == len(names) and len({unit.top for unit in ur.UNITS}) == len(names)
-    # The datapath units of the design brief, whether their module exists yet or not.
+    # The datapath units of docs/units.md, whether their module exists yet or not.
     assert {"DotProduct", "ScoreScale", "Exp2", "Reciprocal", "Normalizer", "OnlineSoftmax", "Merge",
             "SkidBuffer"} <= set(names)
     for unit in ur.UNITS:
