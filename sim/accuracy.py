@@ -4,8 +4,8 @@ Three errors per head, each the relative L2 error of :func:`leanattn.sim.referen
 (denominator floored at 0.05 rms):
 
 * **datapath**: golden-model output (dequantized) vs the quantization floor, i.e. float64
-  attention on the same quantized integers -- the datapath's own error (the targets of docs/numerics.md: median ≤ 0.5 %,
-  p99 ≤ 2 %);
+  attention on the same quantized integers -- the datapath's own error (targets in
+  docs/numerics.md: median ≤ 0.5 %, p99 ≤ 2 %);
 * **end to end**: golden-model output vs float64 attention on the float inputs (docs/numerics.md, 12-bit
   per-head inputs on the real activations: p99 ≤ 2.5 %);
 * **floor**: the quantization floor vs float64 on the float inputs -- input quantization alone.
