@@ -1,7 +1,7 @@
 """The accuracy targets of docs/numerics.md per preset: the datapath against the quantization
-floor (median ≤ 0.5 %, p99 ≤ 2 % relative L2) on the real activations and on synthetic distributions, the end-to-end error
-with 12-bit per-head inputs (p99 ≤ 2.5 %), every output within the datapath error bound, and the
-accuracy report command."""
+floor (median ≤ 0.5 %, p99 ≤ 2 % relative L2) on the real activations and on synthetic
+distributions, the end-to-end error with 12-bit per-head inputs (p99 ≤ 2.5 %), every output within
+the datapath error bound, and the accuracy report command."""
 
 import functools
 import json
