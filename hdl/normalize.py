@@ -1,21 +1,23 @@
 """The output normalizer: a finished head's ``o / l``, times its output scale, as output integers.
 
-:class:`Normalizer` is step 10 of ``docs/numerics.md``, beat by beat: the reciprocal of the beat's
-``l`` (a :class:`~leanattn.hdl.recip.Reciprocal` submodule), the per-head factor
+:class:`Normalizer` is step 10 of ``docs/numerics.md``, beat by beat: the reciprocal of the
+partial's ``l`` (a :class:`~leanattn.hdl.recip.Reciprocal` submodule), the per-head factor
 ``round_shift(r * out_mant, recip_frac_bits)``, ``o`` aligned to ``exp_frac_bits`` fraction bits of
-``o / l``, and the saturated, rounded product. It equals :func:`leanattn.sim.golden.normalize` bit
-for bit.
+``o / l``, and the saturated, rounded product. The reciprocal, the factor and the shifts are taken
+from the first beat of each partial and held for its other beats. It equals
+:func:`leanattn.sim.golden.normalize` bit for bit.
 """
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig
+from .config import AttentionConfig, bits_for
 from .fixed import round_shift, saturate
 from .layouts import final_layout, output_layout
 from .recip import Reciprocal, _carry, recip_stages
+from .slicemul import SlicedProducts
 
 __all__ = ["Normalizer"]
 
@@ -31,52 +33,128 @@ def _carried_layout(cfg):
     })
 
 
-class Normalizer(wiring.Component):
-    """Output integers of finished heads, one beat of ``lanes`` outputs per cycle, no state.
+def _through(m, value, shape, stages, suffix, enable, *, reset_less=True):
+    """``value`` through one register of ``shape`` per stage, ``<stage>_<suffix>``, loaded while
+    ``enable``; returns the registers by stage."""
+    regs = {}
+    for stage in stages:
+        reg = Signal(shape, name=f"{stage}_{suffix}", reset_less=reset_less)
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+        regs[stage] = value = reg
+    return regs
 
-    Each beat of a final state carries the head's ``l``, ``out_mant`` and ``out_shift``, so every
-    beat is normalized on its own: the ``recip`` submodule (:class:`~leanattn.hdl.recip.Reciprocal`)
-    computes ``(r, e)`` of ``l`` and carries the rest of the beat as its tag; three stages follow.
+
+def _gate(m, *, enable, transfer, cycles, name):
+    """Open (``1``) unless one of the last ``cycles - 1`` cycles with ``enable`` had a
+    ``transfer``: at most one transfer per ``cycles`` enabled cycles."""
+    wait = Signal(range(cycles), name=name)
+    with m.If(transfer):
+        m.d.sync += wait.eq(cycles - 1)
+    with m.Elif(enable & (wait != 0)):
+        m.d.sync += wait.eq(wait - 1)
+    return wait == 0
+
+
+class Normalizer(wiring.Component):
+    """Output integers of finished heads, one beat of ``lanes`` outputs per ``norm_cycles`` cycles.
+
+    Every beat passes through the ``recip`` submodule (:class:`~leanattn.hdl.recip.Reciprocal`),
+    which computes ``(r, e)`` of the beat's ``l`` and carries the rest of the beat as its tag.
+    Per partial: ``l``, ``out_mant`` and ``out_shift`` are the same on every beat of a partial (the
+    core guarantees it), so the first beat of a partial (the first after reset, and every beat
+    after one with ``last``) sets the partial's ``e``, output shift and factor
+    ``round_shift(r * out_mant, recip_frac_bits)``, which are held for its other beats (whose own
+    ``l``, ``out_mant`` and ``out_shift`` are not used). The factor's multiply is then off the
+    per-beat path: with ``norm_cycles > 1`` it runs in the cycles a first beat spends in the
+    ``fac`` stages.
+
+    ``norm_cycles == 1``: stages ``scale`` (the first beat's factor, ``r * out_mant`` in one
+    multiply; ``o`` aligned), ``mul`` (aligned ``o`` times the factor, one product per lane) and
+    ``out`` (rounding and saturation); one beat per cycle.
+
+    ``norm_cycles > 1``: the products are built from ``dsp_bits``-wide slices
+    (:class:`~leanattn.hdl.slicemul.SlicedProducts`) on multipliers shared over ``norm_cycles``
+    cycles: :attr:`factor_products` for ``r * out_mant`` and :attr:`lane_products` for the
+    ``lanes`` products aligned ``o`` x factor. Stages: ``scale`` (``o`` aligned; a first beat
+    loads the factor multiplier's operands), ``fac1`` .. ``facF`` (``F = factor phases + 1``: the
+    beat waits while the factor's slices go through its multipliers; in ``facF`` a first beat's
+    factor is complete and held), ``lanes`` (the aligned lanes, held as the lane multipliers'
+    operands), ``mul1`` .. ``mulM`` (``M = lane phases + 1``: the lane products, complete in
+    ``mulM``) and ``out``. A beat enters ``recip`` at most once per ``norm_cycles`` cycles, and
+    ``scale`` as well, so every multiplier is free again when the next beat reaches it.
 
     Parameters
     ----------
     cfg : AttentionConfig
         Formats: ``acc_l_bits``, ``acc_o_bits``, ``exp_frac_bits`` (P), ``recip_frac_bits`` (Rr),
-        ``norm_o_bits``, ``out_factor_bits``, ``out_product_bits``, ``output_bits``, ``lanes``.
+        ``norm_o_bits``, ``scale_bits``, ``output_bits``, ``lanes``; ``norm_cycles`` and
+        ``dsp_bits`` for the multipliers.
 
     Members
     -------
     i_final : ``In(stream.Signature(final_layout(cfg)))``
-        Beats of final states (``hdl.layouts.final_layout``). Contract: ``l >= 2**P`` (a non-empty
-        state) and ``o`` as rescales and merges of real keys produce it (``|o|`` about
-        ``2**(input_bits-1) * l``, ``docs/numerics.md``), so that ``o`` aligned to ``o / l`` fits
-        ``norm_o_bits``. The partial's ``m`` and ``valid`` are not used.
+        Beats of final states (``hdl.layouts.final_layout``), a partial's beats in a row, the last
+        one with ``last``. Contract: ``l``, ``out_mant`` and ``out_shift`` the same on every beat
+        of a partial; ``l >= 2**P`` (a non-empty state) and ``o`` as rescales and merges of real
+        keys produce it (``|o|`` about ``2**(input_bits-1) * l``, ``docs/numerics.md``), so that
+        ``o`` aligned to ``o / l`` fits ``norm_o_bits``. The partial's ``m`` and ``valid`` are not
+        used.
     o_out : ``Out(stream.Signature(output_layout(cfg)))``
         Beats of output integers (``hdl.layouts.output_layout``); ``head`` and ``last`` are the
         input beat's.
     stages : tuple of str
-        Names of the pipeline stages after the reciprocal's, in order: ``scale`` (the factor and
-        the alignment), ``mul`` (the products), ``out`` (rounding and saturation).
+        Names of the pipeline stages after the reciprocal's, in order (see above).
+    factor_products, lane_products : SlicedProducts or None
+        With ``norm_cycles > 1``, the plans of the factor's and the lanes' multipliers (their
+        ``multipliers`` add up to the unit's hardware multipliers); ``None`` otherwise.
+    interval : int
+        ``norm_cycles``: cycles between accepted beats, at least; exactly, when beats are offered
+        back to back.
     latency : int
-        The reciprocal's latency (``len(recip_stages(cfg))``) plus ``len(stages)``: 7.
+        The reciprocal's latency (``len(recip_stages(cfg))``, 4) plus ``len(stages)``: 3 with
+        ``norm_cycles == 1`` (7 in all), ``5 + factor phases + lane phases`` otherwise (tiny:
+        13).
 
     Latency: :attr:`latency` cycles from an input beat to its output beat.
-    Throughput: one beat per cycle. Two frozen pipes in a row: the reciprocal (``i_final.ready`` is
-    its ``i_l.ready``) freezes while its output holds a beat the stages after it do not take, and
-    those freeze while ``o_out`` holds a beat that is not taken (they advance on
+    Throughput: one beat per :attr:`interval` cycles, sustained (beats offered back to back are
+    accepted exactly that far apart). Two frozen pipes in a row: the reciprocal (``i_final.ready``
+    is its ``i_l.ready``, with ``norm_cycles > 1`` also gated to one beat per ``norm_cycles``
+    cycles) freezes while its output holds a beat the stages after it do not take, and those
+    freeze while ``o_out`` holds a beat that is not taken (they advance on
     ``~o_out.valid | o_out.ready``). The ready paths are combinational; a stall lets the
     reciprocal fill a bubble at its output, nothing more.
     Numerics: ``out = sat(round_shift(round_shift(o, e - P) * round_shift(r * out_mant, Rr),
     P + out_shift))`` per lane, ``r, e`` the reciprocal of ``l``; signed ``output_bits``, rounding
     to nearest (ties up) at every shift, saturated (never wrapped). Within the contract the aligned
-    ``o`` fits ``norm_o_bits``; outside it, it saturates there.
+    ``o`` fits ``norm_o_bits``; outside it, it saturates there. The factor is at most
+    ``2**scale_bits - 1`` (``r <= 2**Rr``): products are exact.
     """
 
     def __init__(self, cfg):
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         self._cfg = cfg
-        self.stages = ("scale", "mul", "out")
+        # r <= 2**Rr and out_mant < 2**scale_bits: the factor rounds to at most 2**scale_bits - 1.
+        mant_max = (1 << cfg.scale_bits) - 1
+        self._factor_max = ((1 << cfg.recip_frac_bits) * mant_max
+                            + (1 << (cfg.recip_frac_bits - 1))) >> cfg.recip_frac_bits
+        self.factor_products = self.lane_products = None
+        if cfg.norm_cycles == 1:
+            self.stages = ("scale", "mul", "out")
+        else:
+            norm_top = 1 << (cfg.norm_o_bits - 1)
+            self.factor_products = SlicedProducts(
+                x_range=(0, 1 << cfg.recip_frac_bits), y_range=(0, mant_max),
+                dsp_bits=cfg.dsp_bits, cycles=cfg.norm_cycles)
+            self.lane_products = SlicedProducts(
+                x_range=(-norm_top, norm_top - 1), y_range=(0, self._factor_max), count=cfg.lanes,
+                dsp_bits=cfg.dsp_bits, cycles=cfg.norm_cycles)
+            self.stages = ("scale",
+                           *(f"fac{i}" for i in range(1, self.factor_products.phases + 2)),
+                           "lanes",
+                           *(f"mul{i}" for i in range(1, self.lane_products.phases + 2)),
+                           "out")
         super().__init__({
             "i_final": In(stream.Signature(final_layout(cfg))),
             "o_out":   Out(stream.Signature(output_layout(cfg))),
@@ -87,22 +165,35 @@ class Normalizer(wiring.Component):
         return self._cfg
 
     @property
+    def interval(self):
+        """Cycles between accepted beats (at least; exactly, back to back): ``norm_cycles``."""
+        return self._cfg.norm_cycles
+
+    @property
     def latency(self):
         """Cycles from an input transfer to the output transfer of the same beat, without stalls."""
         return len(recip_stages(self._cfg)) + len(self.stages)
 
     def elaborate(self, platform):
         cfg = self._cfg
-        frac = cfg.exp_frac_bits
+        frac, cycles = cfg.exp_frac_bits, cfg.norm_cycles
         beat, out = self.i_final.payload, self.o_out.payload
         m = Module()
 
         # --- recip: (r, e) of l; the rest of the beat rides along as the tag ---------------------
+        # With norm_cycles > 1 at most one beat per norm_cycles cycles enters (counted in cycles
+        # the pipe after the reciprocal advances, the pipe the multipliers are in).
         m.submodules.recip = recip = Reciprocal(cfg, tag_shape=_carried_layout(cfg))
+        advance = Signal()
+        m.d.comb += advance.eq(~self.o_out.valid | self.o_out.ready)
+        accept = 1
+        if cycles > 1:
+            accept = _gate(m, enable=advance, transfer=self.i_final.valid & self.i_final.ready,
+                           cycles=cycles, name="in_wait")
         carried = recip.i_l.payload.tag
         m.d.comb += [
-            recip.i_l.valid.eq(self.i_final.valid),
-            self.i_final.ready.eq(recip.i_l.ready),
+            recip.i_l.valid.eq(self.i_final.valid & accept),
+            self.i_final.ready.eq(recip.i_l.ready & accept),
             recip.i_l.payload.l.eq(beat.partial.l),
             carried.head.eq(beat.partial.head),
             carried.o.eq(beat.partial.o),
@@ -112,33 +203,74 @@ class Normalizer(wiring.Component):
         ]
 
         # --- control: the pipe after the reciprocal advances unless o_out holds a beat -----------
-        # recip.o_recip.ready is this pipe's clock enable (and so the reciprocal's).
-        advance = recip.o_recip.ready
-        m.d.comb += advance.eq(~self.o_out.valid | self.o_out.ready)
-        r, e, tag = recip.o_recip.payload.r, recip.o_recip.payload.e, recip.o_recip.payload.tag
+        # A stall can let the reciprocal fill a bubble at its output, so beats may reach it closer
+        # than they entered: with norm_cycles > 1 a second gate spaces them again for scale.
+        recip_out = recip.o_recip
+        enter = 1 if cycles == 1 else _gate(m, enable=advance, transfer=recip_out.valid & recip_out.ready,
+                                            cycles=cycles, name="scale_wait")
+        m.d.comb += recip_out.ready.eq(advance & enter)
+        take = recip_out.valid & recip_out.ready
+        tag = recip_out.payload.tag
 
         # --- valid, head, last: one register per stage, frozen with the pipe ---------------------
-        _carry(m, recip.o_recip.valid, self.o_out.valid, self.stages, "valid", advance)
+        valids = _through(m, recip_out.valid & enter, 1, self.stages[:-1], "valid", advance,
+                          reset_less=False)
+        _carry(m, valids[self.stages[-2]], self.o_out.valid, self.stages[-1:], "valid", advance)
         _carry(m, tag.head, out.head, self.stages, "head", advance)
         _carry(m, tag.last, out.last, self.stages, "last", advance)
 
-        # --- scale: the head's factor; o aligned to P fraction bits of o / l ---------------------
-        # factor <= 2**scale_bits as r <= 2**Rr: it fits out_factor_bits. e >= P as l >= 1.0.
-        lanes = range(cfg.lanes)
+        # --- partial: a first beat sets e and the output shift; the other beats use them ---------
+        first, e, amount = self._partial(m, take, recip_out.payload.e, tag)
+        # e >= P as l >= 1.0.
         norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
-        scale_factor  = Signal(cfg.out_factor_bits)
-        scale_aligned = [Signal(signed(cfg.norm_o_bits), name=f"scale_aligned_{k}") for k in lanes]
-        scale_amount  = Signal(range(frac + cfg.out_shift_max + 1))      # P + out_shift
-        with m.If(advance):
-            m.d.sync += [
-                scale_factor.eq(round_shift(r * tag.out_mant, cfg.recip_frac_bits)),
-                scale_amount.eq(tag.out_shift + frac),
-            ]
-            m.d.sync += [scale_aligned[k].eq(saturate(round_shift(tag.o[k], (e - frac)[:len(e)]),
-                                                      norm_min, norm_max)) for k in lanes]
+        aligned = [saturate(round_shift(tag.o[k], (e - frac)[:len(e)]), norm_min, norm_max)
+                   for k in range(cfg.lanes)]
 
-        # --- mul: aligned o x factor, exact in out_product_bits ----------------------------------
-        mul_product = [Signal(signed(cfg.out_product_bits), name=f"mul_product_{k}") for k in lanes]
+        # --- the factor, the products, out --------------------------------------------------------
+        if cycles == 1:
+            self._parallel(m, advance, take & first, recip_out.payload.r, tag.out_mant, aligned, amount)
+        else:
+            self._serial(m, advance, valids, take & first, first, recip_out.payload.r, tag.out_mant,
+                         aligned, amount)
+        return m
+
+    def _partial(self, m, take, e, tag):
+        """``(first, e, amount)``: whether the beat at the reciprocal's output starts a partial,
+        and the partial's ``e`` and ``P + out_shift`` (the beat's own on a first beat, else held
+        from its partial's first)."""
+        cfg = self._cfg
+        first = Signal(init=1, name="first")       # the next beat starts a partial
+        part_e = Signal.like(e, name="part_e")
+        part_amount = Signal(range(cfg.exp_frac_bits + cfg.out_shift_max + 1), name="part_amount")
+        amount = tag.out_shift + cfg.exp_frac_bits
+        with m.If(take):
+            m.d.sync += first.eq(tag.last)
+            with m.If(first):
+                m.d.sync += [part_e.eq(e), part_amount.eq(amount)]
+        return first, Mux(first, e, part_e), Mux(first, amount, part_amount)
+
+    def _factor_shape(self):
+        return unsigned(bits_for(self._factor_max))
+
+    def _parallel(self, m, advance, starts, r, out_mant, aligned, amount):
+        """``norm_cycles == 1``: stages ``scale``, ``mul`` and ``out``, one beat per cycle."""
+        cfg = self._cfg
+        lanes = range(cfg.lanes)
+        out = self.o_out.payload
+
+        # --- scale: the aligned o, the amount; a first beat's factor, held -----------------------
+        scale_factor  = Signal(self._factor_shape())
+        scale_aligned = [Signal(signed(cfg.norm_o_bits), name=f"scale_aligned_{k}") for k in lanes]
+        scale_amount  = Signal.like(amount, name="scale_amount")
+        with m.If(starts):
+            m.d.sync += scale_factor.eq(round_shift(r * out_mant, cfg.recip_frac_bits))
+        with m.If(advance):
+            m.d.sync += scale_amount.eq(amount)
+            m.d.sync += [scale_aligned[k].eq(aligned[k]) for k in lanes]
+
+        # --- mul: aligned o x factor, exact ------------------------------------------------------
+        mul_product = [Signal(signed(cfg.norm_o_bits + len(scale_factor)), name=f"mul_product_{k}")
+                       for k in lanes]
         mul_amount  = Signal.like(scale_amount)
         with m.If(advance):
             m.d.sync += mul_amount.eq(scale_amount)
@@ -149,4 +281,50 @@ class Normalizer(wiring.Component):
             m.d.sync += [out.out[k].eq(saturate(round_shift(mul_product[k], mul_amount),
                                                 cfg.output_min, cfg.output_max)) for k in lanes]
 
-        return m
+    def _serial(self, m, advance, valids, starts, first, r, out_mant, aligned, amount):
+        """``norm_cycles > 1``: the factor and the lane products on shared multipliers."""
+        cfg = self._cfg
+        lanes = range(cfg.lanes)
+        out = self.o_out.payload
+        fac, lane = self.factor_products, self.lane_products
+        fac_stages = self.stages[:self.stages.index("lanes")]          # scale, fac1 .. facF
+        fac_last = fac_stages[-1]
+
+        # --- scale .. facF: the beat waits while a first beat's factor is multiplied -------------
+        # The amount goes on to out; first and the aligned lanes as far as facF.
+        amounts = _through(m, amount, amount.shape(), self.stages[:-1], "amount", advance)
+        firsts  = _through(m, first, 1, fac_stages, "first", advance)
+        waiting = [_through(m, aligned[k], signed(cfg.norm_o_bits), fac_stages, f"aligned_{k}", advance)
+                   for k in lanes]
+
+        # --- factor: r * out_mant of a first beat, from scale on, on the factor's multipliers ----
+        fac_r    = Signal(unsigned(cfg.recip_bits), name="fac_r", reset_less=True)
+        fac_mant = Signal(unsigned(cfg.scale_bits), name="fac_mant", reset_less=True)
+        with m.If(starts):
+            m.d.sync += [fac_r.eq(r), fac_mant.eq(out_mant)]
+        phase = fac.counter(m, enable=advance, start=starts, name="fac_phase")
+        parts, mul_phase = fac.multiply(m, enable=advance, phase=phase, xs=[fac_r], y=fac_mant,
+                                        name="fmul")
+        (product,) = fac.accumulate(m, enable=advance, parts=parts, mul_phase=mul_phase,
+                                    names=["facc_prod"])
+
+        # --- lanes: complete in facF, a first beat's factor is held; the lanes are held ----------
+        part_factor   = Signal(self._factor_shape(), name="part_factor", reset_less=True)
+        lanes_aligned = [Signal(signed(cfg.norm_o_bits), name=f"lanes_aligned_{k}", reset_less=True)
+                         for k in lanes]
+        with m.If(advance & valids[fac_last]):
+            m.d.sync += [lanes_aligned[k].eq(waiting[k][fac_last]) for k in lanes]
+            with m.If(firsts[fac_last]):
+                m.d.sync += part_factor.eq(round_shift(product, cfg.recip_frac_bits))
+
+        # --- mul1 .. mulM: aligned o x factor on the lane multipliers ----------------------------
+        phase = lane.counter(m, enable=advance, start=valids[fac_last], name="lanes_phase")
+        parts, mul_phase = lane.multiply(m, enable=advance, phase=phase, xs=lanes_aligned,
+                                         y=part_factor, name="lmul")
+        products = lane.accumulate(m, enable=advance, parts=parts, mul_phase=mul_phase,
+                                   names=[f"lacc_prod_{k}" for k in lanes])
+
+        # --- out: round away P + out_shift fraction bits, saturate to output_bits ----------------
+        with m.If(advance):
+            m.d.sync += [out.out[k].eq(saturate(round_shift(products[k], amounts[self.stages[-2]]),
+                                                cfg.output_min, cfg.output_max)) for k in lanes]

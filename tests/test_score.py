@@ -472,8 +472,9 @@ def test_keyword_only():
 
 # --- lint ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [*CONFIGS, "parallel", "broad_pair", "wide_mant"])
-@pytest.mark.parametrize("tag_shape", [0, TAG_BITS])
+@pytest.mark.parametrize(("name", "tag_shape"),
+                         [(name, tag) for name in CONFIGS for tag in (0, TAG_BITS)]
+                         + [(name, 0) for name in ("parallel", "broad_pair", "wide_mant")])
 def test_lint(request, name, tag_shape):
     """Every test configuration, and the other kinds of multiplier plans: one multiplier per slice,
     an empty slot, mant sliced too."""
