@@ -6,26 +6,19 @@ interpolated when the fraction has more bits than the table's index; ``round_shi
 then applies ``2**n``. It equals :func:`leanattn.sim.golden.exp2` bit for bit.
 """
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import StructLayout
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig
 from .fixed import round_shift
+from .pipeline import carry, check_unit_args, has_tag
 from .tables import exp2_table
 
 __all__ = ["Exp2", "exp2_input_layout", "exp2_output_layout", "exp2_stages"]
 
 
-def _check_args(cfg, tag_shape):
-    if not isinstance(cfg, AttentionConfig):
-        raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
-    try:
-        Shape.cast(tag_shape)
-    except TypeError:
-        raise TypeError(f"tag_shape must be a shape-castable object, not {tag_shape!r}") from None
 
 
 def exp2_input_layout(cfg, tag_shape=0):
@@ -33,7 +26,7 @@ def exp2_input_layout(cfg, tag_shape=0):
     (no ``tag`` field when ``tag_shape`` has no bits)."""
     return StructLayout({
         "t": signed(cfg.exp_in_bits),
-        **({"tag": tag_shape} if _has_tag(tag_shape) else {}),
+        **({"tag": tag_shape} if has_tag(tag_shape) else {}),
     })
 
 
@@ -41,7 +34,7 @@ def exp2_output_layout(cfg, tag_shape=0):
     """One weight: unsigned, ``exp_frac_bits`` fraction bits, in [0, 2); and the argument's tag."""
     return StructLayout({
         "w": unsigned(cfg.weight_bits),
-        **({"tag": tag_shape} if _has_tag(tag_shape) else {}),
+        **({"tag": tag_shape} if has_tag(tag_shape) else {}),
     })
 
 
@@ -92,7 +85,7 @@ class Exp2(wiring.Component):
     """
 
     def __init__(self, cfg, *, tag_shape=0):
-        _check_args(cfg, tag_shape)
+        check_unit_args(cfg, tag_shape)
         self._cfg       = cfg
         self._tag_shape = tag_shape
         self.table = exp2_table(index_bits=cfg.exp_index_bits, frac_bits=cfg.exp_frac_bits,
@@ -127,9 +120,9 @@ class Exp2(wiring.Component):
         m.d.comb += advance.eq(~self.o_w.valid | self.o_w.ready)
 
         # --- valid and tag: one register per stage, frozen with the pipe -------------------------
-        _carry(m, self.i_t.valid, self.o_w.valid, self.stages, "valid", advance)
-        if _has_tag(self._tag_shape):
-            _carry(m, self.i_t.payload.tag, self.o_w.payload.tag, self.stages, "tag", advance)
+        carry(m, self.i_t.valid, self.o_w.valid, self.stages, "valid", advance)
+        if has_tag(self._tag_shape):
+            carry(m, self.i_t.payload.tag, self.o_w.payload.tag, self.stages, "tag", advance)
 
         # --- read: t = n + f; the top bits of f address the table, T[i] and T[i+1] ---------------
         t = self.i_t.payload.t
@@ -169,17 +162,5 @@ class Exp2(wiring.Component):
         return m
 
 
-def _has_tag(tag_shape):
-    return Shape.cast(tag_shape).width > 0
 
 
-def _carry(m, value, out, stages, suffix, enable):
-    """Carry ``value`` through one register per stage while ``enable``: ``<stage>_<suffix>`` for
-    every stage but the last, whose register is ``out``."""
-    for stage in stages[:-1]:
-        reg = Signal.like(value, name=f"{stage}_{suffix}")
-        with m.If(enable):
-            m.d.sync += reg.eq(value)
-        value = reg
-    with m.If(enable):
-        m.d.sync += out.eq(value)

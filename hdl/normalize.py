@@ -16,7 +16,8 @@ from amaranth.lib.wiring import In, Out
 from .config import AttentionConfig, bits_for
 from .fixed import round_shift, saturate
 from .layouts import final_layout, output_layout
-from .recip import Reciprocal, _carry, recip_stages
+from .pipeline import carry
+from .recip import Reciprocal, recip_stages
 from .slicemul import SlicedProducts
 
 __all__ = ["Normalizer"]
@@ -215,9 +216,9 @@ class Normalizer(wiring.Component):
         # --- valid, head, last: one register per stage, frozen with the pipe ---------------------
         valids = _through(m, recip_out.valid & enter, 1, self.stages[:-1], "valid", advance,
                           reset_less=False)
-        _carry(m, valids[self.stages[-2]], self.o_out.valid, self.stages[-1:], "valid", advance)
-        _carry(m, tag.head, out.head, self.stages, "head", advance)
-        _carry(m, tag.last, out.last, self.stages, "last", advance)
+        carry(m, valids[self.stages[-2]], self.o_out.valid, self.stages[-1:], "valid", advance)
+        carry(m, tag.head, out.head, self.stages, "head", advance)
+        carry(m, tag.last, out.last, self.stages, "last", advance)
 
         # --- partial: a first beat sets e and the output shift; the other beats use them ---------
         first, e, amount = self._partial(m, take, recip_out.payload.e, tag)

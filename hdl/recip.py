@@ -7,14 +7,15 @@ priority encoder; the ``recip_index_bits + recip_interp_bits`` bits of ``l`` bel
 :func:`leanattn.sim.golden.reciprocal` bit for bit.
 """
 
-from amaranth.hdl import Cat, Const, Module, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import StructLayout
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig, bits_for
+from .config import bits_for
 from .fixed import round_shift
+from .pipeline import carry, check_unit_args, has_tag
 from .tables import recip_table
 
 __all__ = ["Reciprocal", "recip_input_layout", "recip_output_layout", "recip_stages"]
@@ -25,17 +26,8 @@ __all__ = ["Reciprocal", "recip_input_layout", "recip_output_layout", "recip_sta
 ENCODER_CHUNK_BITS = 8
 
 
-def _check_args(cfg, tag_shape):
-    if not isinstance(cfg, AttentionConfig):
-        raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
-    try:
-        Shape.cast(tag_shape)
-    except TypeError:
-        raise TypeError(f"tag_shape must be a shape-castable object, not {tag_shape!r}") from None
 
 
-def _has_tag(tag_shape):
-    return Shape.cast(tag_shape).width > 0
 
 
 def recip_input_layout(cfg, tag_shape=0):
@@ -43,7 +35,7 @@ def recip_input_layout(cfg, tag_shape=0):
     travels with it (no ``tag`` field when ``tag_shape`` has no bits)."""
     return StructLayout({
         "l": unsigned(cfg.acc_l_bits),
-        **({"tag": tag_shape} if _has_tag(tag_shape) else {}),
+        **({"tag": tag_shape} if has_tag(tag_shape) else {}),
     })
 
 
@@ -53,7 +45,7 @@ def recip_output_layout(cfg, tag_shape=0):
     return StructLayout({
         "r": unsigned(cfg.recip_bits),
         "e": unsigned(bits_for(cfg.acc_l_bits - 1)),
-        **({"tag": tag_shape} if _has_tag(tag_shape) else {}),
+        **({"tag": tag_shape} if has_tag(tag_shape) else {}),
     })
 
 
@@ -108,7 +100,7 @@ class Reciprocal(wiring.Component):
     """
 
     def __init__(self, cfg, *, tag_shape=0):
-        _check_args(cfg, tag_shape)
+        check_unit_args(cfg, tag_shape)
         self._cfg       = cfg
         self._tag_shape = tag_shape
         self.table = recip_table(index_bits=cfg.recip_index_bits, frac_bits=cfg.recip_frac_bits,
@@ -145,9 +137,9 @@ class Reciprocal(wiring.Component):
         m.d.comb += advance.eq(~self.o_recip.valid | self.o_recip.ready)
 
         # --- valid and tag: one register per stage, frozen with the pipe -------------------------
-        _carry(m, self.i_l.valid, self.o_recip.valid, self.stages, "valid", advance)
-        if _has_tag(self._tag_shape):
-            _carry(m, self.i_l.payload.tag, out.tag, self.stages, "tag", advance)
+        carry(m, self.i_l.valid, self.o_recip.valid, self.stages, "valid", advance)
+        if has_tag(self._tag_shape):
+            carry(m, self.i_l.payload.tag, out.tag, self.stages, "tag", advance)
 
         # --- table: a ROM, read at i (and i + 1) ---------------------------------------------------
         m.submodules.table = table = Memory(shape=unsigned(cfg.recip_bits), depth=len(self.table),
@@ -194,16 +186,6 @@ class Reciprocal(wiring.Component):
         return m
 
 
-def _carry(m, value, out, stages, suffix, enable):
-    """Carry ``value`` through one register per stage while ``enable``: ``<stage>_<suffix>`` for
-    every stage but the last, whose register is ``out``."""
-    for stage in stages[:-1]:
-        reg = Signal.like(value, name=f"{stage}_{suffix}")
-        with m.If(enable):
-            m.d.sync += reg.eq(value)
-        value = reg
-    with m.If(enable):
-        m.d.sync += out.eq(value)
 
 
 def _leading_one(m, l, advance):
