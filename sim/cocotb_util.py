@@ -266,7 +266,8 @@ def _failed_testcases(results):
 
 
 def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=None, extra_env=None,
-               waves=False, seed=None, testcase=None, cache_dir=None, timeout=_DEFAULT_TIMEOUT):
+               waves=False, seed=None, testcase=None, cache_dir=None, timeout=_DEFAULT_TIMEOUT,
+               wrapper=None):
     """Simulate ``design`` with ``simulator`` under the cocotb module ``test_module``; raise on failure.
 
     Parameters
@@ -298,6 +299,9 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
         concurrent runs of the same design wait for one another (file lock).
     timeout : float
         Seconds the simulation may take before it is killed and reported.
+    wrapper : (str, str), optional
+        ``(module, Verilog text)`` of a simulation-only module that instantiates ``toplevel``
+        and is simulated in its place (for example :mod:`leanattn.sim.harness`).
 
     Returns a :class:`CocotbRun`. Raises :class:`CocotbTestsFailed` if a cocotb test failed, and
     :class:`RuntimeError` if the toolchain is missing, the build fails or the simulator dies.
@@ -323,8 +327,10 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     timescale  = ("1ns", "1ps")   # Amaranth's Verilog has no `timescale
     # Amaranth's Verilog trips warnings that Verilator makes fatal by default; lint runs separately.
     build_args = ["-Wno-fatal"] if simulator == "verilator" else []
+    sim_top, wrapper_text = wrapper if wrapper is not None else (toplevel, None)
     key = hashlib.sha256(json.dumps(
-        [text, simulator, toplevel, bool(waves), timescale, build_args, _tool_versions(simulator)]
+        [text, simulator, toplevel, bool(waves), timescale, build_args, _tool_versions(simulator),
+         wrapper_text]
     ).encode()).hexdigest()[:20]
     sim_build = cache_dir / f"{simulator}-{toplevel}-{key}"
 
@@ -335,11 +341,14 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
         stamp = sim_build / ".complete"
         if not stamp.exists():
             sim_build.mkdir(parents=True, exist_ok=True)
-            source = sim_build / f"{toplevel}.v"
-            source.write_text(text)
+            sources = [sim_build / f"{toplevel}.v"]
+            sources[0].write_text(text)
+            if wrapper_text is not None:
+                sources.append(sim_build / f"{sim_top}.v")
+                sources[1].write_text(wrapper_text)
             build_log = sim_build / "build.log"
             try:
-                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=sim_build,
+                runner.build(sources=sources, hdl_toplevel=sim_top, build_dir=sim_build,
                              build_args=build_args, timescale=timescale, waves=waves,
                              always=True, log_file=build_log)
             except (RuntimeError, SystemExit) as exc:
@@ -357,7 +366,7 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     plusargs = []
     if waves and simulator == "icarus":
         # The dump module built into the shared build would write next to it otherwise.
-        plusargs.append(f"+dumpfile_path={build_dir / (toplevel + '.fst')}")
+        plusargs.append(f"+dumpfile_path={build_dir / (sim_top + '.fst')}")
     # Wall-clock limit through the runner's command-prefix hook (the one SIM_CMD_PREFIX feeds).
     if timeout is not None and shutil.which("timeout"):
         prefix = runner._get_sim_cmd_prefix()
@@ -366,7 +375,7 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     context = f"seed {seed}, simulator {simulator}, build dir {build_dir}"
     crash = None
     try:
-        runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+        runner.test(test_module=test_module, hdl_toplevel=sim_top, hdl_toplevel_lang="verilog",
                     build_dir=sim_build, test_dir=build_dir, results_xml=str(results),
                     extra_env=env, seed=seed, testcase=testcase, waves=waves, timescale=timescale,
                     plusargs=plusargs, log_file=log)

@@ -14,8 +14,8 @@ from ..hdl.pv import v_layout, weight_layout
 from ..hdl.tilebuf import key_layout, score_layout
 from . import golden
 
-__all__ = ["Segment", "random_segments", "score_items", "key_items", "weight_items", "v_items",
-           "partial_items", "partial_beats", "pack"]
+__all__ = ["Segment", "random_segments", "segments_of_keys", "score_items", "key_items", "weight_items",
+           "v_items", "partial_items", "partial_beats", "pack"]
 
 
 class Segment:
@@ -49,6 +49,14 @@ def random_segments(cfg, rng, count, *, max_len=None, spread=None):
         v = rng.integers(cfg.input_min, cfg.input_max + 1, (n, cfg.head_dim))
         segments.append(Segment(i % cfg.max_heads, s, v))
     return segments
+
+
+def segments_of_keys(cfg, rng, keys, **kwargs):
+    """Random segments (as :func:`random_segments`) until they hold at least ``keys`` keys."""
+    segments = []
+    while sum(len(seg.s) for seg in segments) < keys:
+        segments += random_segments(cfg, rng, 16, **kwargs)
+    return [Segment(i % cfg.max_heads, seg.s, seg.v) for i, seg in enumerate(segments)]
 
 
 def score_items(cfg, segments):

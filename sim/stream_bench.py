@@ -5,7 +5,7 @@ layouts, and hands them to one of two runners that share this contract:
 
 * :func:`simulate` -- ``amaranth.sim``, in-process, for fast tests while developing;
 * :func:`run_cocotb_bench` -- the generated Verilog under cocotb on Icarus Verilog or Verilator
-  (bench module :mod:`leanattn.sim.tb_streams`).
+  inside the Verilog harness of :mod:`leanattn.sim.harness` (bench module :mod:`leanattn.sim.tb_streams`).
 
 Both drive every input stream with its own seeded idle pattern and every output with its own seeded
 backpressure, record the cycle of each transfer, check the stream rules on the outputs, check that
@@ -18,7 +18,6 @@ extra), and, when ``latency`` is given and nothing stalls, that each output item
 """
 
 import itertools
-import json
 import random
 import re
 from pathlib import Path
@@ -139,24 +138,55 @@ def bench_dir(request, root=None):
     return root / Path(request.node.path).stem / name
 
 
+def _read_log(path, runs):
+    """``[{"items": [payload], "cycles": [cycle]} per run]`` from a harness transfer log."""
+    logs = [{"items": [], "cycles": []} for _ in range(runs)]
+    with open(path) as file:
+        for line in file:
+            run, payload, cycle = line.split()
+            logs[int(run)]["items"].append(int(payload, 16))
+            logs[int(run)]["cycles"].append(int(cycle))
+    return logs
+
+
 def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir, latency=None,
                      patterns=PATTERNS, seed=None, waves=False):
-    """Run the generated Verilog of ``design`` under cocotb with :mod:`leanattn.sim.tb_streams`.
+    """Run the generated Verilog of ``design`` under cocotb, inside the :mod:`leanattn.sim.harness`.
 
-    Vectors go to ``build_dir/vectors.json`` (payloads as hex); the bench runs every
-    ``(idle, backpressure)`` pattern in turn, with a reset between, and fails with the seed on the
-    first mismatch.
+    Payloads go to ``build_dir/in_<port>.hex``; the bench (:mod:`leanattn.sim.tb_streams`) runs
+    every ``(idle, backpressure)`` pattern in turn with a reset between; then the transfer logs are
+    checked here: every input item sent once, every output exactly the expected items in order,
+    and without stalls the documented latency. Failures name the run, the pattern and the seed.
     """
+    from amaranth.hdl import Elaboratable
+
+    from .harness import harness_verilog, stream_ports
+
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    vectors = build_dir / "vectors.json"
-    vectors.write_text(json.dumps({
-        "inputs": {name: [format(v, "x") for v in items] for name, items in inputs.items()},
-        "outputs": {name: [format(v, "x") for v in items] for name, items in outputs.items()},
-        "latency": {out: [src, cycles, index_map] for out, (src, cycles, index_map)
-                    in (latency or {}).items()},
-        "patterns": [list(p) for p in patterns],
-    }))
-    return run_cocotb(design, toplevel=toplevel, test_module="leanattn.sim.tb_streams",
-                      simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
-                      tb_args={"vectors": str(vectors.resolve())})
+    if not isinstance(design, Elaboratable):
+        design = design()
+    ports = stream_ports(design, inputs, outputs)
+    vectors = {**inputs, **outputs}
+    for name, items in inputs.items():
+        (build_dir / f"in_{name}.hex").write_text("".join(f"{v:x}\n" for v in items) or "0\n")
+    (build_dir / "counts.hex").write_text("".join(f"{len(vectors[name]):x}\n" for name, _, _ in ports))
+    for name, _, _ in ports:
+        (build_dir / f"xfer_{name}.txt").unlink(missing_ok=True)
+    wrapper = harness_verilog(toplevel, ports, {name: len(items) for name, items in inputs.items()})
+    budget = 50 * sum(len(v) for v in vectors.values()) + 1000
+    run = run_cocotb(design, toplevel=toplevel, test_module="leanattn.sim.tb_streams",
+                     simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
+                     wrapper=("harness", wrapper),
+                     tb_args={"patterns": [list(p) for p in patterns], "budget": budget})
+    logs = {name: _read_log(build_dir / f"xfer_{name}.txt", len(patterns)) for name, _, _ in ports}
+    for k, (idle, backpressure) in enumerate(patterns):
+        where = f"(run {k}, idle {idle}, backpressure {backpressure}, seed {run.seed}, {simulator})"
+        for name, items in vectors.items():
+            check_in_order(items, logs[name][k]["items"], name=f"{name} {where}")
+        if idle == "none" and backpressure == "none":
+            sent = {name: logs[name][k]["cycles"] for name in inputs}
+            received = {name: list(zip(logs[name][k]["items"], logs[name][k]["cycles"]))
+                        for name in outputs}
+            check_latency(latency, sent, received, where)
+    return run

@@ -149,13 +149,8 @@ def latency_of(dut, ends):
 # --- cocotb on the generated Verilog -------------------------------------------------------------
 # First in the file, so that under pytest-xdist the long runs start first.
 
-#: The 10,000-key runs, one per simulator, on two different configurations: the ECP5 preset (a
-#: registered adder tree) on Icarus, 3 lanes of 11-bit inputs on Verilator. Every other pair runs
-#: about FULL_BEATS beats: the cocotb benches move a few thousand beats per second, and tiny's keys
-#: are 32 beats long.
-FULL_RUNS  = {"icarus": "default", "verilator": "odd"}
-FULL_KEYS  = 10_000
-FULL_BEATS = 4_000
+#: Random keys per configuration and simulator in the slow tier's run (besides the extremes).
+FULL_KEYS = 10_000
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
@@ -175,13 +170,11 @@ def test_cocotb_quick(request, simulator):
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_cocotb_full(request, name, simulator):
-    """The extremes and random keys (FULL_KEYS on the FULL_RUNS pairs, about FULL_BEATS beats
-    elsewhere) under random idle cycles and backpressure; then 100 keys without stalls for the
-    latency."""
+    """The extremes and FULL_KEYS random keys under random idle cycles and backpressure; then 100
+    keys without stalls for the latency."""
     cfg = TEST_CONFIGS[name]
     seed = 5000 + 10 * CONFIGS.index(name) + (simulator == "verilator")
-    count = FULL_KEYS if FULL_RUNS[simulator] == name else FULL_BEATS // cfg.beats_per_key
-    q, k = random_keys(cfg, count, seed)
+    q, k = random_keys(cfg, FULL_KEYS, seed)
     eq, ek = extreme_keys(cfg)
     inputs, outputs, _ = streams(cfg, np.concatenate([eq, q]), np.concatenate([ek, k]), seed=seed)
     dut = DotProduct(cfg, tag_shape=TAG_BITS)

@@ -18,6 +18,7 @@ from leanattn.sim.softmax_vectors import (
     pack,
     partial_items,
     random_segments,
+    segments_of_keys,
     v_items,
     weight_items,
 )
@@ -96,6 +97,25 @@ def test_pv_cocotb(name, simulator, request):
     run_cocotb_bench(PVAccumulator(cfg), toplevel="pv", inputs=inputs, outputs=outputs,
                      simulator=simulator, build_dir=bench_dir(request),
                      patterns=[("none", "none"), ("random", "random")])
+
+
+#: Keys per configuration and simulator in the slow tier's run.
+FULL_KEYS = 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name", NAMES)
+def test_pv_cocotb_full(name, simulator, request):
+    """At least FULL_KEYS random keys in random segments, plus the extremes, under random stalls."""
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(32)
+    segments = extreme_segments(cfg) + segments_of_keys(cfg, rng, FULL_KEYS)
+    inputs, outputs = vectors(cfg, segments)
+    assert sum(len(seg.s) for seg in segments) >= FULL_KEYS
+    run_cocotb_bench(PVAccumulator(cfg), toplevel="pv", inputs=inputs, outputs=outputs,
+                     simulator=simulator, build_dir=bench_dir(request), seed=32,
+                     patterns=[("random", "random")])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -22,6 +22,7 @@ from leanattn.sim.softmax_vectors import (
     partial_items,
     random_segments,
     score_items,
+    segments_of_keys,
     v_items,
 )
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
@@ -87,6 +88,25 @@ def test_softmax_cocotb(name, simulator, request):
     run_cocotb_bench(OnlineSoftmax(cfg), toplevel="softmax", inputs=inputs, outputs=outputs,
                      simulator=simulator, build_dir=bench_dir(request),
                      patterns=[("random", "random"), ("none", "none")])
+
+
+#: Keys per configuration and simulator in the slow tier's run.
+FULL_KEYS = 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name", NAMES)
+def test_softmax_cocotb_full(name, simulator, request):
+    """At least FULL_KEYS random keys in random segments, plus the extremes, under random stalls."""
+    cfg = TEST_CONFIGS[name]
+    rng = np.random.default_rng(33)
+    segments = extreme_segments(cfg) + segments_of_keys(cfg, rng, FULL_KEYS)
+    inputs, outputs = vectors(cfg, segments)
+    assert sum(len(seg.s) for seg in segments) >= FULL_KEYS
+    run_cocotb_bench(OnlineSoftmax(cfg), toplevel="softmax", inputs=inputs, outputs=outputs,
+                     simulator=simulator, build_dir=bench_dir(request), seed=33,
+                     patterns=[("random", "random")])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,14 @@ from tiers import config_params
 from leanattn.hdl.tilebuf import TileBuffer, key_layout, score_layout
 from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, design_verilog, verilator_lint
 from leanattn.sim.configs import TEST_CONFIGS
-from leanattn.sim.softmax_vectors import Segment, key_items, pack, random_segments, score_items
+from leanattn.sim.softmax_vectors import (
+    Segment,
+    key_items,
+    pack,
+    random_segments,
+    score_items,
+    segments_of_keys,
+)
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 
 NAMES = sorted(TEST_CONFIGS)
@@ -68,6 +75,25 @@ def test_tilebuf_cocotb(name, simulator, request):
     run_cocotb_bench(TileBuffer(cfg), toplevel="tilebuf", inputs=inputs, outputs=outputs,
                      simulator=simulator, build_dir=bench_dir(request),
                      patterns=[("none", "none"), ("random", "random")])
+
+
+#: Keys per configuration and simulator in the slow tier's run.
+FULL_KEYS = 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name", NAMES)
+def test_tilebuf_cocotb_full(name, simulator, request):
+    """At least FULL_KEYS random keys in random segments, plus the extremes, under random stalls."""
+    cfg = TEST_CONFIGS[name]
+    rng = np.random.default_rng(31)
+    segments = extreme_segments(cfg) + segments_of_keys(cfg, rng, FULL_KEYS)
+    inputs, outputs = vectors(cfg, segments)
+    assert sum(len(seg.s) for seg in segments) >= FULL_KEYS
+    run_cocotb_bench(TileBuffer(cfg), toplevel="tilebuf", inputs=inputs, outputs=outputs,
+                     simulator=simulator, build_dir=bench_dir(request), seed=31,
+                     patterns=[("random", "random")])
 
 
 @pytest.mark.parametrize("name", NAMES)
