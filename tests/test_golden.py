@@ -12,7 +12,7 @@ from leanattn.hdl.config import PRESETS
 from leanattn.hdl.tables import exp2_error_bound, recip_error_bound
 from leanattn.sim import golden
 from leanattn.sim.configs import ODD
-from leanattn.sim.job import Job
+from leanattn.sim.jobgen import int_job, random_int_job
 from leanattn.sim.partition import head_spans, partition
 
 CONFIGS = {**PRESETS, "odd": ODD}
@@ -194,32 +194,6 @@ def test_normalize_approximates_o_over_l(name, data):
 
 
 # -- jobs: the segmented tree, determinism --------------------------------------------------------
-
-def int_job(cfg, q, k, v, lengths, score_mant, score_shift, out_mant=None, out_shift=None):
-    """A job from integer arrays and explicit descriptor fields (flattened heads)."""
-    h = len(lengths)
-    out_mant = np.full(h, 1 << (cfg.scale_bits - 1)) if out_mant is None else out_mant
-    out_shift = np.full(h, cfg.scale_bits - 1 - 6) if out_shift is None else out_shift  # gain 64
-    one = np.ones((1, h))
-    return Job(1, h, np.asarray(q), np.asarray(k), np.asarray(v), np.asarray(lengths, dtype=np.int64),
-               one, one, one, one.copy(), np.full(h, score_mant, dtype=np.int64),
-               np.full(h, score_shift, dtype=np.int64), np.asarray(out_mant, dtype=np.int64),
-               np.asarray(out_shift, dtype=np.int64))
-
-
-def random_int_job(cfg, lengths, rng, spread_bits=2):
-    h, n_max, d = len(lengths), max(lengths), cfg.head_dim
-    lo, hi = cfg.input_min, cfg.input_max + 1
-    q = rng.integers(lo, hi, (h, d))
-    k = rng.integers(lo, hi, (h, n_max, d))
-    v = rng.integers(lo, hi, (h, n_max, d))
-    # Score scale so that logits spread over about +-2**spread_bits.
-    typical = np.sqrt(d) * cfg.input_max ** 2 / 3
-    mant = 1 << (cfg.scale_bits - 1)
-    shift = int(np.clip(np.log2(typical * mant) - spread_bits - cfg.logit_frac_bits, 0,
-                        cfg.score_shift_max))
-    return int_job(cfg, q, k, v, lengths, mant, shift)
-
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 @settings(max_examples=60)

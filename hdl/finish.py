@@ -1,0 +1,149 @@
+"""From finished partials to the normalizer: packet arbitration and each head's output scale.
+
+Finished heads reach the normalizer from ``cores + 1`` places -- every core (heads that sit in one
+core) and the root of the reduction tree (cut heads) -- as packets of ``head_dim // lanes``
+partial beats. :class:`PacketArbiter` interleaves whole packets, round robin; :class:`ScaleLookup`
+adds the head's output scale from the descriptor memory's copy kept for it.
+"""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import AttentionConfig
+from .jobload import descriptor_write_layout
+from .layouts import final_layout, partial_layout
+
+__all__ = ["PacketArbiter", "ScaleLookup", "out_scale_layout"]
+
+
+def out_scale_layout(cfg):
+    """The output scale of one head."""
+    return data.StructLayout({
+        "out_mant":  unsigned(cfg.scale_bits),
+        "out_shift": unsigned(cfg.out_shift_bits),
+    })
+
+
+class PacketArbiter(wiring.Component):
+    """Round-robin merge of ``count`` packet streams into one; packets are never interleaved.
+
+    Parameters
+    ----------
+    shape : layout with a ``last`` field
+        Payload of every stream; ``last`` marks a packet's final beat.
+    count : int
+        Number of inputs (>= 1).
+
+    Members
+    -------
+    i_<n> : ``In(stream.Signature(shape))``, ``n = 0 .. count-1``
+    o_data : ``Out(stream.Signature(shape))``
+        ``valid`` and ``payload`` are registers.
+
+    Latency: 1 cycle. Throughput: one beat per cycle; between packets the grant moves to the next
+    input with a beat waiting (after the one just served), with no idle cycle.
+    """
+
+    def __init__(self, *, shape, count):
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, not {count!r}")
+        if "last" not in getattr(shape, "members", {}):
+            raise TypeError(f"shape must be a struct layout with a 'last' field, not {shape!r}")
+        self._shape, self._count = shape, count
+        members = {f"i_{n}": In(stream.Signature(shape)) for n in range(count)}
+        members["o_data"] = Out(stream.Signature(shape))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        inputs = [getattr(self, f"i_{n}") for n in range(self._count)]
+        out = self.o_data
+        held    = Signal(range(self._count))    # input owning the packet under way
+        locked  = Signal()                      # a packet is under way
+        advance = Signal()
+        m.d.comb += advance.eq(~out.valid | out.ready)
+
+        # --- grant: the locked input, else the first waiting input after the last one served -----
+        grant = Signal(range(self._count))
+        m.d.comb += grant.eq(held)
+        with m.If(~locked):
+            with m.Switch(held):
+                for h in range(self._count):
+                    with m.Case(h):
+                        # Later assignments win: the lowest priority first, held + 1 last.
+                        for k in reversed(range(1, self._count + 1)):
+                            n = (h + k) % self._count
+                            with m.If(inputs[n].valid):
+                                m.d.comb += grant.eq(n)
+
+        # --- transfer -----------------------------------------------------------------------------
+        with m.If(advance):
+            m.d.sync += out.valid.eq(0)
+        for n, port in enumerate(inputs):
+            with m.If(grant == n):
+                m.d.comb += port.ready.eq(advance)
+                with m.If(port.valid & advance):
+                    m.d.sync += [out.valid.eq(1), out.payload.eq(port.payload), held.eq(n),
+                                 locked.eq(~port.payload.last)]
+        return m
+
+
+class ScaleLookup(wiring.Component):
+    """Adds each final beat's output scale, read from a copy of the descriptors kept for it.
+
+    Members
+    -------
+    i_dwrite : ``In(stream.Signature(descriptor_write_layout(cfg)))``
+        Descriptor writes (always ready); only the output scale is kept.
+    i_partial : ``In(stream.Signature(partial_layout(cfg)))``
+    o_final : ``Out(stream.Signature(final_layout(cfg)))``
+        The beat with its head's ``out_mant`` and ``out_shift``; registers.
+
+    Latency: 1 cycle (a synchronous read alongside the beat's register). Throughput: one beat per
+    cycle; the whole stage freezes while ``o_final`` holds a beat that is not taken.
+    """
+
+    #: Cycles from an input transfer to the earliest output transfer of the same beat.
+    latency = 1
+
+    def __init__(self, cfg):
+        if not isinstance(cfg, AttentionConfig):
+            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        self._cfg = cfg
+        super().__init__({
+            "i_dwrite":  In(stream.Signature(descriptor_write_layout(cfg))),
+            "i_partial": In(stream.Signature(partial_layout(cfg))),
+            "o_final":   Out(stream.Signature(final_layout(cfg))),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        m.submodules.scales = scales = Memory(shape=out_scale_layout(cfg), depth=cfg.max_heads, init=[])
+        write, read = scales.write_port(), scales.read_port()
+        desc = self.i_dwrite.payload.desc
+        m.d.comb += [
+            self.i_dwrite.ready.eq(1),
+            write.en.eq(self.i_dwrite.valid),
+            write.addr.eq(self.i_dwrite.payload.addr),
+            write.data.out_mant.eq(desc.out_mant),
+            write.data.out_shift.eq(desc.out_shift),
+        ]
+
+        # --- one stage: the beat's register and the read advance together -------------------------
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o_final.valid | self.o_final.ready),
+            self.i_partial.ready.eq(advance),
+            read.en.eq(advance),
+            read.addr.eq(self.i_partial.payload.head),
+            self.o_final.payload.out_mant.eq(read.data.out_mant),
+            self.o_final.payload.out_shift.eq(read.data.out_shift),
+        ]
+        with m.If(advance):
+            m.d.sync += [self.o_final.valid.eq(self.i_partial.valid),
+                         self.o_final.payload.partial.eq(self.i_partial.payload)]
+        return m
+
