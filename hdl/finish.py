@@ -121,8 +121,8 @@ class ScaleLookup(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        m.submodules.scales = scales = Memory(shape=out_scale_layout(cfg), depth=cfg.max_heads, init=[])
-        write, read = scales.write_port(), scales.read_port()
+        m.submodules.mem = mem = Memory(shape=out_scale_layout(cfg), depth=cfg.max_heads, init=[])
+        write, read = mem.write_port(), mem.read_port()
         desc = self.i_dwrite.payload.desc
         m.d.comb += [
             self.i_dwrite.ready.eq(1),

@@ -204,7 +204,7 @@ class Scheduler(wiring.Component):
         start = Signal(total_bits(cfg))                 # its first global key
         q = job.total >> shift
         r = job.total & (cfg.cores - 1)
-        bounds = [c * q + Mux(r < c, r, c) for c in range(cfg.cores)]
+        bounds = [c * q + Mux(r < c, r, c) if c else 0 for c in range(cfg.cores)]   # min(c, r)
         share = [q + (r > c) for c in range(cfg.cores)]
 
         found = [Signal(start_layout(cfg), name=f"start_{c}") for c in range(cfg.cores)]

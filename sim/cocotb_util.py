@@ -326,7 +326,11 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
 
     timescale  = ("1ns", "1ps")   # Amaranth's Verilog has no `timescale
     # Amaranth's Verilog trips warnings that Verilator makes fatal by default; lint runs separately.
-    build_args = ["-Wno-fatal"] if simulator == "verilator" else []
+    # Icarus: Verilog-2005 semantics (the runner's -g2012 comes first; the last flag wins). Yosys
+    # makes its `always @*` blocks run at time 0 through a register initialized in its
+    # declaration, which creates an event at time 0 only under 2005 rules; under 2012 rules a
+    # block whose inputs never change after reset keeps its outputs at x forever.
+    build_args = ["-Wno-fatal"] if simulator == "verilator" else ["-g2005"]
     sim_top, wrapper_text = wrapper if wrapper is not None else (toplevel, None)
     key = hashlib.sha256(json.dumps(
         [text, simulator, toplevel, bool(waves), timescale, build_args, _tool_versions(simulator),
@@ -335,6 +339,13 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     sim_build = cache_dir / f"{simulator}-{toplevel}-{key}"
 
     runner = get_runner(simulator)
+    if simulator == "verilator" and wrapper is not None:
+        # A wrapper (the stream harness) is all the bench touches, and it marks its own ports
+        # public: without --public-flat-rw on the whole design Verilator optimizes across it,
+        # which cuts the C++ of a large top several-fold and its build time with it.
+        build_command = runner._build_command
+        runner._build_command = lambda: [[arg for arg in cmd if arg != "--public-flat-rw"]
+                                         for cmd in build_command()]
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f"{sim_build.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -1,0 +1,262 @@
+"""The decode-attention accelerator: stream-K over ``cores`` cores, reduction tree, normalizer.
+
+:class:`LeanAttention` is the generated top. A job flows through it as follows:
+
+1. :class:`~leanattn.hdl.jobload.JobLoader` takes the descriptors and queries, checks them and
+   stores them (descriptors in the scheduler and in the output-scale memory, query beats in every
+   core's query buffer). A bad job ends here: error code, ``done``, no output.
+2. :class:`~leanattn.hdl.schedule.Scheduler` splits the job's keys into equal contiguous shares and
+   feeds each :class:`~leanattn.hdl.core.AttentionCore` its segments; the cores read K and V through
+   their own ports and emit one partial state per segment.
+3. A partial of a head that lies wholly inside one core is final; a partial of a cut head goes to
+   the :class:`~leanattn.hdl.tree.ReductionTree`, which merges the partials of each cut head in the
+   golden model's fixed pairing.
+4. Final states from the cores and from the tree are interleaved packet by packet, given their
+   head's output scale and normalized into the output integers.
+
+The job is done when every head's last output beat has left; then the next job may load.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .config import AttentionConfig, bits_for
+from .core import AttentionCore
+from .finish import PacketArbiter, ScaleLookup
+from .jobload import ERROR_BITS, JobLoader
+from .layouts import output_layout, partial_layout
+from .normalize import Normalizer
+from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
+from .schedule import Scheduler
+from .skid import SkidBuffer
+from .tree import ReductionTree
+
+__all__ = ["LeanAttention", "cycle_bits"]
+
+
+def cycle_bits(cfg):
+    """Width of the cycle counter: four times a whole job's keys on one core; it saturates."""
+    return bits_for(4 * cfg.max_heads * cfg.max_context * cfg.beats_per_key)
+
+
+class LeanAttention(wiring.Component):
+    """Decode attention for a job of up to ``max_heads`` heads over ``cores`` cores.
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+
+    Members
+    -------
+    i_desc : ``In(stream.Signature(descriptor_layout(cfg)))``
+        One descriptor per head (flattened ``b*H + h``), ``last`` on the job's final head.
+    i_query : ``In(stream.Signature(query_layout(cfg)))``
+        ``head_dim // lanes`` beats per head, heads in order, ``last`` on the job's final beat.
+    o_kreq_<c>, o_vreq_<c> : ``Out(stream.Signature(kv_request_layout(cfg)))``
+        Core ``c``'s K and V read requests (``c = 0 .. cores-1``), at most
+        ``AttentionCore.outstanding`` unanswered per port.
+    i_k_<c>, i_v_<c> : ``In(stream.Signature(kv_data_layout(cfg)))``
+        The answers, in request order, any latency.
+    o_out : ``Out(stream.Signature(output_layout(cfg)))``
+        ``head_dim // lanes`` beats of ``lanes`` output integers per head, tagged with the head;
+        heads in the order they finish.
+    o_busy : ``Out(1)``
+        From a job's first input transfer until it is done.
+    o_done : ``Out(1)``
+        A one-cycle pulse the cycle after a job ends (its last output beat, or its rejection);
+        ``o_busy``, ``o_error`` and ``o_cycles`` already show the finished job.
+    o_error : ``Out(ERROR_BITS)``
+        The last job's error code (:mod:`leanattn.hdl.jobload`), 0 for a good job.
+    o_cycles : ``Out(cycle_bits(cfg))``
+        Cycles of the last job, from its first input transfer to its end, both counted: the
+        cycle of the last output beat (saturating).
+
+    Latency and throughput: see ``docs/units.md`` (the cycle formula of a job).
+    Numerics: bit-exact with :func:`leanattn.sim.golden.run`.
+    """
+
+    @staticmethod
+    def cycle_constants(cfg):
+        """``(A, B)`` of the cycle bound (see :meth:`cycle_bound`), from the configuration.
+
+        * ``A``, once per job: the last tile's PV pass after its QK pass and the first tile's fill
+          (``2 * tile * bpk``), the normalizer draining one finished head per core and the tree's
+          (``(cores + 2) * norm_cycles * bpk``), the merge levels, scan, memory and pipeline
+          latencies (``64 * (tree_levels + 2)``);
+        * ``B``, per ``ceil(heads / cores)``: each head's query beats (``bpk``), its segment's
+          partial and the gap between segments on a core (``bpk + 8``) and its normalization
+          (``norm_cycles * bpk``), times ``cores`` since short heads may all sit in one core.
+
+        A bound, checked on every job the tests run; not yet an exact formula.
+
+        ``bpk = head_dim // lanes``.
+        """
+        bpk = cfg.beats_per_key
+        a = 2 * cfg.tile * bpk + (cfg.cores + 2) * cfg.norm_cycles * bpk + 64 * (cfg.tree_levels + 2)
+        b = cfg.cores * ((cfg.norm_cycles + 2) * bpk + 8)
+        return a, b
+
+    @classmethod
+    def cycle_bound(cls, cfg, lengths):
+        """The most cycles a good job of head lengths ``lengths`` takes with no stalls, from its
+        first input transfer to its last output beat: ``1.05 * ideal + A + B * ceil(heads /
+        cores)``, ``ideal = sum(lengths) * head_dim / (lanes * cores)``."""
+        a, b = cls.cycle_constants(cfg)
+        ideal = sum(int(n) for n in lengths) * cfg.beats_per_key / cfg.cores
+        return 1.05 * ideal + a + b * -(-len(lengths) // cfg.cores)
+
+    def __init__(self, cfg):
+        if not isinstance(cfg, AttentionConfig):
+            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        self._cfg = cfg
+        members = {
+            "i_desc":  In(stream.Signature(descriptor_layout(cfg))),
+            "i_query": In(stream.Signature(query_layout(cfg))),
+        }
+        for c in range(cfg.cores):
+            members[f"o_kreq_{c}"] = Out(stream.Signature(kv_request_layout(cfg)))
+            members[f"i_k_{c}"]    = In(stream.Signature(kv_data_layout(cfg)))
+            members[f"o_vreq_{c}"] = Out(stream.Signature(kv_request_layout(cfg)))
+            members[f"i_v_{c}"]    = In(stream.Signature(kv_data_layout(cfg)))
+        members.update({
+            "o_out":    Out(stream.Signature(output_layout(cfg))),
+            "o_busy":   Out(1),
+            "o_done":   Out(1),
+            "o_error":  Out(ERROR_BITS),
+            "o_cycles": Out(cycle_bits(cfg)),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        m.submodules.loader = loader = JobLoader(cfg)
+        m.submodules.sched  = sched  = Scheduler(cfg)
+        m.submodules.scales = scales = ScaleLookup(cfg)
+        cores = [AttentionCore(cfg) for _ in range(cfg.cores)]
+        for c, core in enumerate(cores):
+            m.submodules[f"core_{c}"] = core
+
+        # --- loading: the job's inputs, descriptors to both memories, queries to every core ------
+        wiring.connect(m, wiring.flipped(self.i_desc), loader.i_desc)
+        wiring.connect(m, wiring.flipped(self.i_query), loader.i_query)
+        for sink in (sched.i_dwrite, scales.i_dwrite):
+            m.d.comb += [sink.valid.eq(loader.o_dwrite.valid), sink.payload.eq(loader.o_dwrite.payload)]
+        m.d.comb += loader.o_dwrite.ready.eq(sched.i_dwrite.ready & scales.i_dwrite.ready)
+        for core in cores:
+            m.d.comb += [core.i_qwrite.valid.eq(loader.o_qwrite.valid),
+                         core.i_qwrite.payload.eq(loader.o_qwrite.payload)]
+        m.d.comb += loader.o_qwrite.ready.eq(_all(core.i_qwrite.ready for core in cores))
+
+        # --- the cores and their memory ports -----------------------------------------------------
+        for c, core in enumerate(cores):
+            wiring.connect(m, getattr(sched, f"o_seg_{c}"), core.i_seg)
+            wiring.connect(m, core.o_kreq, wiring.flipped(getattr(self, f"o_kreq_{c}")))
+            wiring.connect(m, core.o_vreq, wiring.flipped(getattr(self, f"o_vreq_{c}")))
+            wiring.connect(m, wiring.flipped(getattr(self, f"i_k_{c}")), core.i_k)
+            wiring.connect(m, wiring.flipped(getattr(self, f"i_v_{c}")), core.i_v)
+
+        # --- finished heads: routed, merged, arbitrated, scaled, normalized -----------------------
+        finals = self._route(m, sched, cores)
+        m.submodules.arbiter = arbiter = PacketArbiter(shape=partial_layout(cfg), count=len(finals))
+        for n, source in enumerate(finals):
+            wiring.connect(m, source, getattr(arbiter, f"i_{n}"))
+        m.submodules.final_skid = skid = SkidBuffer(shape=scales.o_final.payload.shape())
+        m.submodules.norm = norm = Normalizer(cfg)
+        wiring.connect(m, arbiter.o_data, scales.i_partial)
+        wiring.connect(m, scales.o_final, skid.i_data)
+        wiring.connect(m, skid.o_data, norm.i_final)
+        wiring.connect(m, norm.o_out, wiring.flipped(self.o_out))
+
+        self._control(m, loader, sched)
+        return m
+
+    def _route(self, m, sched, cores):
+        """Each core's partials to the tree (cut heads) or straight on (whole heads); returns the
+        streams of final states: one per core, then the tree's root."""
+        cfg = self._cfg
+        if cfg.cores == 1:
+            return [cores[0].o_partial]
+        m.submodules.tree = tree = ReductionTree(cfg)
+        m.d.comb += tree.i_cross.eq(sched.o_cross)
+        finals = []
+        for c, core in enumerate(cores):
+            part = core.o_partial
+            cut = Signal(name=f"cut_{c}")
+            crossings = [sched.o_cross[b - 1] for b in (c, c + 1) if 1 <= b < cfg.cores]
+            m.d.comb += cut.eq(_any(x.valid & (x.head == part.payload.head) for x in crossings))
+            # A core's first partial may be cut: it waits in the tree until the core on its left
+            # has finished its share. A buffer of one whole partial per leaf lets the core go on
+            # meanwhile (its only other cut partial is its last).
+            buffer = SyncFIFOBuffered(width=partial_layout(cfg).size, depth=cfg.beats_per_key)
+            m.submodules[f"leaf_buffer_{c}"] = buffer
+            tree_in = getattr(tree, f"i_leaf_{c}")
+            m.d.comb += [tree_in.payload.eq(buffer.r_stream.payload), tree_in.valid.eq(buffer.r_stream.valid),
+                         buffer.r_stream.ready.eq(tree_in.ready)]
+            leaf = buffer.w_stream
+            local = stream.Signature(partial_layout(cfg)).create(path=(f"local_{c}",))
+            m.d.comb += [
+                leaf.payload.eq(part.payload), local.payload.eq(part.payload),
+                leaf.valid.eq(part.valid & cut), local.valid.eq(part.valid & ~cut),
+                part.ready.eq(Mux(cut, leaf.ready, local.ready)),
+            ]
+            finals.append(local)
+        return finals + [tree.o_partial]
+
+    def _control(self, m, loader, sched):
+        """Job control: start a loaded job or reject it, count finished heads, status."""
+        cfg = self._cfg
+        running   = Signal()
+        heads_out = Signal(range(cfg.max_heads + 1))     # heads still to leave o_out
+        counter   = Signal(cycle_bits(cfg))
+        limit     = (1 << cycle_bits(cfg)) - 1
+        report    = loader.o_job.payload
+
+        m.d.comb += loader.i_enable.eq(~running)
+        m.d.comb += [sched.i_job.payload.heads.eq(report.heads), sched.i_job.payload.total.eq(report.total)]
+        with m.If(report.error != 0):
+            m.d.comb += loader.o_job.ready.eq(~running)
+        with m.Else():
+            m.d.comb += [sched.i_job.valid.eq(loader.o_job.valid & ~running),
+                         loader.o_job.ready.eq(~running & sched.i_job.ready)]
+
+        # --- busy and the cycle counter: from the first input transfer to done -------------------
+        started = (self.i_desc.valid & self.i_desc.ready) | (self.i_query.valid & self.i_query.ready)
+        finish = Signal()       # the job ends at this edge; o_done follows with the status updated
+        with m.If(self.o_busy & (counter != limit)):
+            m.d.sync += counter.eq(counter + 1)
+        with m.Elif(~self.o_busy & started):
+            m.d.sync += [self.o_busy.eq(1), counter.eq(1)]
+
+        # --- a job ends when rejected, or when its last head has left --------------------------------
+        with m.If(loader.o_job.valid & loader.o_job.ready):
+            with m.If(report.error != 0):
+                m.d.comb += finish.eq(1)
+            with m.Else():
+                m.d.sync += [running.eq(1), heads_out.eq(report.heads)]
+            m.d.sync += self.o_error.eq(report.error)
+        with m.If(running & self.o_out.valid & self.o_out.ready & self.o_out.payload.last):
+            m.d.sync += heads_out.eq(heads_out - 1)
+            with m.If(heads_out == 1):
+                m.d.comb += finish.eq(1)
+                m.d.sync += running.eq(0)
+        m.d.sync += self.o_done.eq(finish)
+        with m.If(finish):
+            m.d.sync += [self.o_busy.eq(0), self.o_cycles.eq(counter)]
+        return m
+
+
+def _all(values):
+    result = 1
+    for v in values:
+        result = result & v
+    return result
+
+
+def _any(values):
+    result = 0
+    for v in values:
+        result = result | v
+    return result

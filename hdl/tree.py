@@ -1,0 +1,247 @@
+"""The reduction tree: the segmented merge of the partials of cut heads, over log2(cores) levels.
+
+A head cut across cores leaves one partial per core it touches (:mod:`leanattn.hdl.ports`, boundary
+crossings). :class:`ReductionTree` combines them on the perfect binary tree over core indices, the
+pairing of :func:`leanattn.sim.partition.tree_reduce`: the node covering cores ``[lo, hi)``, with
+midpoint ``mid``, merges the partials of the head crossing boundary ``mid`` (one from each side)
+with a :class:`~leanattn.hdl.merge.Merge` unit, and passes every other partial up unchanged. A head
+spanning cores ``first .. last`` crosses the boundaries ``first + 1 .. last``, so it is merged at
+exactly the nodes of :func:`~leanattn.sim.partition.tree_merges` and leaves the root as one partial,
+bit for bit :func:`leanattn.sim.golden.reduce_partials`.
+
+Node rule (:class:`TreeNode`). A packet is one partial, ``head_dim // lanes`` beats. If the front
+packet of either input is not the node's crossing head, it passes (the left input first when both
+qualify); when both fronts are the crossing head, they merge. A packet, once started, holds the
+node until its ``last`` beat. The rule never deadlocks: only a packet of the crossing head waits,
+for its partner on the other input; each side holds one packet of that head per job, so every
+packet ahead of the partner passes, and the partner's subtree waits on nothing above it. It is
+work-conserving: a node idles only when neither input offers a packet it can take.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AttentionConfig
+from .layouts import partial_layout
+from .merge import Merge
+from .ports import cross_layout
+from .skid import SkidBuffer
+
+__all__ = ["ReductionTree", "TreeNode", "Route"]
+
+
+class Route(enum.Enum, shape=2):
+    """What a node feeds into its merge pipe."""
+    IDLE   = 0     # nothing (no packet can go)
+    PASS_A = 1     # the left input's packet, unchanged
+    PASS_B = 2     # the right input's packet, unchanged
+    MERGE  = 3     # both inputs' packets of the crossing head, merged
+
+
+def _check_cfg(cfg):
+    if not isinstance(cfg, AttentionConfig):
+        raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+
+
+class TreeNode(wiring.Component):
+    """One node of the reduction tree: merges the partials of one head, passes all others.
+
+    Every packet goes through the node's one :class:`~leanattn.hdl.merge.Merge` pipe: a merge
+    feeds ``i_a``'s packet to the pipe's ``i_a`` and ``i_b``'s to its ``i_b``
+    (``golden.merge(cfg, left, right)``); a passing packet enters on the pipe's ``i_b`` beside an
+    empty partial (``valid == 0``, the merge identity, with the packet's ``last``), so it leaves
+    bit for bit unchanged and in the order the node took it. A
+    :class:`~leanattn.hdl.skid.SkidBuffer` registers the output, so no ``ready`` path crosses the
+    node.
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+
+    Members
+    -------
+    i_cross : ``In(cross_layout(cfg))``
+        The head crossing this node's boundary, if any (``valid``); stable while a job's packets
+        are in the node.
+    i_a, i_b : ``In(stream.Signature(partial_layout(cfg)))``
+        The left and the right subtree's packets. Per job, each side delivers exactly one packet
+        of the crossing head (if ``i_cross.valid``). ``ready`` depends on both inputs' ``valid``
+        and heads and on registers of the node (the merge pipe's output, the skid buffer's
+        state), on nothing outside it.
+    o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
+        Merged and passed packets; ``valid`` and ``payload`` are registers.
+
+    Latency: :attr:`latency` (5) cycles from a beat's input transfer to its output transfer, when
+    nothing stalls.
+    Throughput: one beat per cycle, merged or passed; a crossing packet waits (without blocking
+    the other input) until its partner arrives. The merge pipe freezes while the skid buffer is
+    full.
+    Numerics: those of :class:`~leanattn.hdl.merge.Merge` for merged packets
+    (``golden.merge``); passed packets are unchanged, every bit.
+    """
+
+    #: Cycles from an input beat to its output beat, without stalls: the merge pipe's four stages
+    #: (:attr:`Merge.latency <leanattn.hdl.merge.Merge.latency>`, an instance property there, so
+    #: restated here and checked against it by the tests) and the skid buffer's one.
+    latency = 4 + SkidBuffer.latency
+
+    def __init__(self, cfg):
+        _check_cfg(cfg)
+        self._cfg = cfg
+        layout = partial_layout(cfg)
+        super().__init__({
+            "i_cross":   In(cross_layout(cfg)),
+            "i_a":       In(stream.Signature(layout)),
+            "i_b":       In(stream.Signature(layout)),
+            "o_partial": Out(stream.Signature(layout)),
+        })
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b, cross = self.i_a, self.i_b, self.i_cross
+
+        # --- the merge pipe, then the output register slice ----------------------------------------
+        m.submodules.merge = merge = Merge(self._cfg)
+        m.submodules.skid  = skid  = SkidBuffer(shape=partial_layout(self._cfg))
+        wiring.connect(m, merge.o_partial, skid.i_data)
+        wiring.connect(m, skid.o_data, wiring.flipped(self.o_partial))
+
+        # Control is written as expressions, not m.If/m.Switch: Yosys writes those as `always @*`
+        # processes, which Icarus Verilog never runs if none of their inputs changes after time 0
+        # (idle leaves driven by registers), and an X there would poison the merge pipe's valids.
+
+        # --- route: a packet under way keeps its route until its last beat ----------------------
+        held    = Signal(Route, name="route_held")
+        route   = Signal(Route)
+        a_cross = Signal(name="a_cross")   # the front packet is the crossing head
+        b_cross = Signal(name="b_cross")
+        m.d.comb += [
+            a_cross.eq(cross.valid & (a.payload.head == cross.head)),
+            b_cross.eq(cross.valid & (b.payload.head == cross.head)),
+            route.eq(Mux(held != Route.IDLE,   held,
+                     Mux(a.valid & ~a_cross,   Route.PASS_A,
+                     Mux(b.valid & ~b_cross,   Route.PASS_B,
+                     Mux(a.valid & b.valid,    Route.MERGE, Route.IDLE))))),
+        ]
+
+        # --- steer: a passing packet rides on the pipe's i_b beside an empty i_a ---------------------
+        merging, pass_a, pass_b = (Signal(name=n) for n in ("merging", "pass_a", "pass_b"))
+        through = Signal(partial_layout(self._cfg))     # the beat on the pipe's i_b
+        empty   = Signal(partial_layout(self._cfg))     # the merge identity, with through's last
+        m.d.comb += [
+            merging.eq(route == Route.MERGE),
+            pass_a.eq(route == Route.PASS_A),
+            pass_b.eq(route == Route.PASS_B),
+            through.eq(Mux(pass_a, a.payload, b.payload)),
+            empty.last.eq(through.last),
+            merge.i_a.valid.eq(Mux(merging, a.valid, pass_a | pass_b)),
+            merge.i_a.payload.eq(Mux(merging, a.payload, empty)),
+            merge.i_b.valid.eq(Mux(pass_a, a.valid, (merging | pass_b) & b.valid)),
+            merge.i_b.payload.eq(through),
+            a.ready.eq(Mux(merging, merge.i_a.ready, pass_a & merge.i_b.ready)),
+            b.ready.eq((merging | pass_b) & merge.i_b.ready),
+        ]
+
+        # i_b carries the real packet on every route: its transfers step the packet.
+        with m.If(merge.i_b.valid & merge.i_b.ready):
+            m.d.sync += held.eq(Mux(merge.i_b.payload.last, Route.IDLE, route))
+        return m
+
+
+class ReductionTree(wiring.Component):
+    """The segmented reduction of cut heads over the cores: ``log2(cores)`` levels of :class:`TreeNode`.
+
+    Node ``(level, index)`` (level ``1 .. tree_levels``) covers cores ``[index * 2**level,
+    (index + 1) * 2**level)`` and merges the head crossing its midpoint, boundary
+    :meth:`boundary` ``(level, index)``; its inputs are the two nodes below (at level 1, leaves
+    ``2 * index`` and ``2 * index + 1``), and the root's output is ``o_partial``.
+
+    Output order. Each cut head leaves once, as ``head_dim // lanes`` beats tagged with its head.
+    The order of different heads depends on when the leaves deliver and on stalls (a node passes
+    whichever front packet can go, the left one first, and a merged head leaves when its last
+    part has arrived), so the consumer must not rely on it; the bits of every head do not depend
+    on timing. Packets of one head never interleave with another's: every packet is whole.
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+        ``cfg.cores`` must be at least 2 (one core has nothing to merge).
+
+    Members
+    -------
+    i_cross : ``In(data.ArrayLayout(cross_layout(cfg), cfg.cores - 1))``
+        Not a stream: entry ``b - 1`` is the head crossing boundary ``b`` (between cores ``b - 1``
+        and ``b``), if any. It must stay stable from a job's first leaf beat until the last beat
+        of its last cut head has left ``o_partial`` (every leaf packet of a job belongs to a head
+        that leaves, so the tree is empty then).
+    i_leaf_0 ... i_leaf_{cores-1} : ``In(stream.Signature(partial_layout(cfg)))``
+        Core ``c``'s partials of its cut heads (at most two per job: its first and its last
+        segment), ``head_dim // lanes`` beats each with ``last`` on the final one.
+    o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
+        The final state of every cut head, once; ``valid`` and ``payload`` are registers.
+
+    Latency: :attr:`latency` cycles (``tree_levels`` times :attr:`TreeNode.latency`, 5 per level)
+    from a leaf beat's transfer to the transfer of the output beat it becomes, when nothing stalls
+    and the beat's partner at every merging node arrives at the same edge (tiny: 5, default: 10,
+    wide: 15). A partner arriving later delays the merged beat by as much.
+    Throughput: one beat per cycle out of the root; every node moves one beat per cycle. No
+    ``ready`` path is longer than one node: every node's output is a skid buffer.
+    Numerics: :func:`leanattn.sim.golden.reduce_partials` of each cut head, bit for bit (the Merge
+    unit's ``round_shift`` alignment, exact sums); empty partials (``valid == 0``) are the identity.
+    """
+
+    def __init__(self, cfg):
+        _check_cfg(cfg)
+        if cfg.cores < 2:
+            raise ValueError(f"cores must be at least 2 (a reduction tree merges partials of heads cut "
+                             f"across cores), not {cfg.cores}")
+        self._cfg = cfg
+        layout = partial_layout(cfg)
+        super().__init__({
+            "i_cross":   In(data.ArrayLayout(cross_layout(cfg), cfg.cores - 1)),
+            **{f"i_leaf_{core}": In(stream.Signature(layout)) for core in range(cfg.cores)},
+            "o_partial": Out(stream.Signature(layout)),
+        })
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    @property
+    def leaves(self):
+        """The leaf ports, in core order."""
+        return [getattr(self, f"i_leaf_{core}") for core in range(self._cfg.cores)]
+
+    @staticmethod
+    def boundary(level, index):
+        """The boundary (``1 .. cores - 1``) at the midpoint of node ``(level, index)``."""
+        return (index << level) + (1 << (level - 1))
+
+    @property
+    def latency(self):
+        """Cycles from a leaf beat to the root's output beat, without stalls or waiting."""
+        return self._cfg.tree_levels * TreeNode.latency
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # --- level by level: the pairs of the level below feed this level's nodes -----------------
+        below = [wiring.flipped(leaf) for leaf in self.leaves]
+        for level in range(1, self._cfg.tree_levels + 1):
+            here = []
+            for index in range(len(below) // 2):
+                m.submodules[f"node_{level}_{index}"] = node = TreeNode(self._cfg)
+                wiring.connect(m, below[2 * index], node.i_a)
+                wiring.connect(m, below[2 * index + 1], node.i_b)
+                m.d.comb += node.i_cross.eq(self.i_cross[self.boundary(level, index) - 1])
+                here.append(node.o_partial)
+            below = here
+
+        # --- the root's output ---------------------------------------------------------------------
+        wiring.connect(m, below[0], wiring.flipped(self.o_partial))
+        return m

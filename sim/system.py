@@ -1,0 +1,144 @@
+"""Jobs through the generated accelerator: stream vectors from jobs, one simulation, checked results.
+
+:func:`system_vectors` turns a list of jobs into the input streams of
+:class:`~leanattn.sim.systop.SystemBench` (each job's KV load, descriptors and queries) and the
+outputs the golden model says must come out (every head's output beats, tagged with the job, and
+one status beat per job). :func:`run_system` simulates them all in one cocotb run on Icarus Verilog
+or Verilator and checks every beat; :func:`job_cycles` reads each job's measured cycle count back.
+
+A :class:`BadJob` is a job the accelerator must reject (a length of 0 or above ``max_context``,
+more heads than ``max_heads``, a query of the wrong length): it is loaded like any other and must
+give its error code and no output.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..hdl.jobload import ERR_NONE
+from ..hdl.ports import descriptor_layout, query_layout
+from . import golden
+from .packer import bank_keys_for, pack_kv
+from .stream_bench import run_cocotb_bench
+from .systop import SystemBench, load_layout, status_layout, tagged_output_layout
+
+__all__ = ["BadJob", "system_vectors", "run_system", "job_cycles", "ideal_cycles"]
+
+
+@dataclass
+class BadJob:
+    """A job to be rejected: raw descriptor lengths, query beats sent, the error it must raise."""
+    lengths: list
+    query_beats: int
+    error: int
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def ideal_cycles(cfg, lengths):
+    """``sum(lengths) * head_dim / (lanes * cores)``: every core busy on every cycle."""
+    return int(np.sum(lengths)) * cfg.beats_per_key / cfg.cores
+
+
+def _descriptors(cfg, job, packed):
+    n = len(job.lengths)
+    return [{"length": int(job.lengths[h]), "k_base": packed.k_base[h], "v_base": packed.v_base[h],
+             "score_mant": int(job.score_mant[h]), "score_shift": int(job.score_shift[h]),
+             "out_mant": int(job.out_mant[h]), "out_shift": int(job.out_shift[h]), "last": int(h == n - 1)}
+            for h in range(n)]
+
+
+def _queries(cfg, q):
+    beats = np.asarray(q, dtype=np.int64).reshape(-1, cfg.lanes)
+    return [{"q": [int(x) for x in row], "last": int(i == len(beats) - 1)} for i, row in enumerate(beats)]
+
+
+def _bad_streams(cfg, bad):
+    rng = np.random.default_rng(bad.seed)
+    n = len(bad.lengths)
+    descs = [{"length": int(length), "k_base": 0, "v_base": 0, "score_mant": 1 << (cfg.scale_bits - 1),
+              "score_shift": 0, "out_mant": 1, "out_shift": 0, "last": int(h == n - 1)}
+             for h, length in enumerate(bad.lengths)]
+    q = rng.integers(cfg.input_min, cfg.input_max + 1, (bad.query_beats, cfg.lanes))
+    return descs, _queries(cfg, q)
+
+
+def system_vectors(cfg, jobs, *, bank_keys=None):
+    """Input and expected output streams (payload bits) of ``jobs`` (:class:`~leanattn.sim.job.Job`
+    or :class:`BadJob`), run in order. Returns ``(inputs, outputs, results)``, ``results`` the
+    golden :class:`~leanattn.sim.golden.Result` of each good job (None for a bad one)."""
+    good = [job for job in jobs if not isinstance(job, BadJob)]
+    if bank_keys is None:
+        bank_keys = max([bank_keys_for(cfg, int(np.sum(job.lengths))) for job in good] or [1])
+    loads, descs, queries, outs, statuses, results = [], [], [], [], [], []
+    for number, job in enumerate(jobs):
+        if isinstance(job, BadJob):
+            d, q = _bad_streams(cfg, job)
+            writes = [{"base": 1, "kind": 0, "bank": 0, "addr": 0, "data": [0] * cfg.lanes}]
+            error, result = job.error, None
+        else:
+            packed = pack_kv(cfg, job.lengths, job.k, job.v, bank_keys=bank_keys)
+            writes = list(packed.writes())
+            d, q = _descriptors(cfg, job, packed), _queries(cfg, job.q)
+            result = golden.run(cfg, job)
+            error = ERR_NONE
+            for head, row in enumerate(result.out):
+                beats = np.asarray(row).reshape(-1, cfg.lanes)
+                outs += [{"job": number, "beat": {"head": head, "out": [int(x) for x in beat],
+                                                  "last": int(i == len(beats) - 1)}}
+                         for i, beat in enumerate(beats)]
+        loads += [{"write": w, "last": int(i == len(writes) - 1)} for i, w in enumerate(writes)]
+        descs += d
+        queries += q
+        statuses.append({"job": number, "error": error, "cycles": 0, "mem_error": 0})
+        results.append(result)
+    pack = lambda layout, items: [layout.const(item).as_bits() for item in items]
+    inputs = {"i_load": pack(load_layout(cfg), loads), "i_desc": pack(descriptor_layout(cfg), descs),
+              "i_query": pack(query_layout(cfg), queries)}
+    outputs = {"o_out": pack(tagged_output_layout(cfg), outs), "o_status": pack(status_layout(cfg), statuses)}
+    return inputs, outputs, results, bank_keys
+
+
+def canonical(cfg):
+    """Output order is completion order: compare packets sorted by (job, head); status beats with
+    their cycle counts cleared (checked on their own)."""
+    out_layout, status = tagged_output_layout(cfg), status_layout(cfg)
+
+    def packets(items):
+        groups, current = [], []
+        for bits in items:
+            current.append(bits)
+            if out_layout.from_bits(bits).beat.last:
+                groups.append(current)
+                current = []
+        if current:
+            groups.append(current)
+        key = lambda g: (out_layout.from_bits(g[0]).job, out_layout.from_bits(g[0]).beat.head)
+        return [bits for g in sorted(groups, key=key) for bits in g]
+
+    cycles = status["cycles"]
+    mask = ~(((1 << cycles.width) - 1) << cycles.offset)
+    return {"o_out": packets, "o_status": lambda items: [bits & mask for bits in items]}
+
+
+def job_cycles(cfg, build_dir, run=0):
+    """Each job's cycle count, from the status log of run ``run`` of the last :func:`run_system`."""
+    field_ = status_layout(cfg)["cycles"]
+    cycles = []
+    for line in (build_dir / "xfer_o_status.txt").read_text().splitlines():
+        number, payload, _ = line.split()
+        if int(number) == run:
+            cycles.append(int(payload, 16) >> field_.offset & ((1 << field_.width) - 1))
+    return cycles
+
+
+def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patterns=(("none", "none"),),
+               seed=None, waves=False, bank_keys=None):
+    """Run ``jobs`` through the generated accelerator; raise on any difference from the golden model.
+    Returns ``(golden results, cycles per job of the first pattern, the cocotb run)``."""
+    inputs, outputs, results, bank_keys = system_vectors(cfg, jobs, bank_keys=bank_keys)
+    bench = SystemBench(cfg, bank_keys=bank_keys, latency=latency, stall_rate=stall_rate)
+    run = run_cocotb_bench(bench, toplevel="system", inputs=inputs, outputs=outputs, simulator=simulator,
+                           build_dir=build_dir, patterns=list(patterns), seed=seed, waves=waves,
+                           canonical=canonical(cfg))
+    return results, job_cycles(cfg, build_dir), run

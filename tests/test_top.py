@@ -1,0 +1,124 @@
+# amaranth: UnusedElaboratable=no
+"""LeanAttention end to end: the generated Verilog with its reference KV memory, jobs after jobs,
+bit-exact with the golden model on Icarus Verilog and Verilator, under memory latency and random
+stalls on every stream; bad jobs rejected with their error code and no output, the next job right."""
+
+import numpy as np
+import pytest
+from tiers import config_params
+
+from leanattn.hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_QUERY
+from leanattn.hdl.top import LeanAttention
+from leanattn.sim.cocotb_util import (
+    AMARANTH_LINT_WAIVERS,
+    HIERARCHY_LINT_WAIVERS,
+    design_verilog,
+    verilator_lint,
+)
+from leanattn.sim.configs import TEST_CONFIGS
+from leanattn.sim.jobgen import random_int_job
+from leanattn.sim.stream_bench import bench_dir
+from leanattn.sim.system import BadJob, ideal_cycles, run_system
+
+NAMES = ["tiny", "default", "odd"]
+
+
+def job_shapes(cfg, rng, count, *, max_keys):
+    """Head lengths of ``count`` jobs: one head over every core, many short heads, ragged mixes,
+    length 1, tiles cut at every position, and the longest context the budget allows."""
+    top = min(cfg.max_context, max_keys)
+    shapes = [[top], [1], [cfg.tile - 1, cfg.tile + 1, 1, 2 * cfg.tile],
+              list(range(1, min(cfg.max_heads, 8) + 1))]
+    while len(shapes) < count:
+        heads = int(rng.integers(1, cfg.max_heads + 1))
+        kind = rng.integers(3)
+        hi = top if kind == 0 else min(top, 3 * cfg.tile) if kind == 1 else min(top, 4)
+        lengths = rng.integers(1, hi + 1, heads)
+        while lengths.sum() > max_keys:
+            lengths = lengths[:-1] if len(lengths) > 1 else np.minimum(lengths, max_keys)
+        shapes.append([int(n) for n in lengths])
+    return shapes[:count]
+
+
+def jobs_for(cfg, seed, count, *, max_keys, bad=True):
+    rng = np.random.default_rng(seed)
+    jobs = [random_int_job(cfg, lengths, rng, spread_bits=int(rng.integers(0, 6)))
+            for lengths in job_shapes(cfg, rng, count, max_keys=max_keys)]
+    if bad:
+        bads = [BadJob([3, 0, 2], 3 * cfg.beats_per_key, ERR_LENGTH),
+                BadJob([cfg.max_context + 1], cfg.beats_per_key, ERR_LENGTH),
+                BadJob([1] * (cfg.max_heads + 1), (cfg.max_heads + 1) * cfg.beats_per_key, ERR_HEADS),
+                BadJob([2, 2], 2 * cfg.beats_per_key - 1, ERR_QUERY)]
+        for k, job in enumerate(bads):
+            jobs.insert(1 + 2 * k, job)
+    return jobs
+
+
+def check_cycles(cfg, jobs, cycles):
+    """Every job within its documented cycle bound (bad jobs: a few cycles)."""
+    for job, measured in zip(jobs, cycles):
+        if isinstance(job, BadJob):
+            assert measured <= len(job.lengths) + job.query_beats + 8
+        else:
+            bound = LeanAttention.cycle_bound(cfg, job.lengths)
+            assert measured <= bound, (list(job.lengths), measured, bound, ideal_cycles(cfg, job.lengths))
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize("name", config_params(NAMES))
+def test_jobs_bit_exact(request, name, simulator):
+    """Good and bad jobs in a row: with no stalls (cycles checked against the bound), then with
+    memory latency and random stalls everywhere."""
+    cfg = TEST_CONFIGS[name]
+    count = 8 if simulator == "verilator" else 4
+    jobs = jobs_for(cfg, 100 + NAMES.index(name), count, max_keys=4 * cfg.tile * cfg.cores)
+    _, cycles, _ = run_system(cfg, jobs, simulator=simulator, build_dir=bench_dir(request) / "plain",
+                              patterns=[("none", "none")], seed=1)
+    check_cycles(cfg, jobs, cycles)
+    run_system(cfg, jobs, simulator=simulator, build_dir=bench_dir(request) / "stalls", latency=3,
+               stall_rate=64, patterns=[("random", "random")], seed=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_many_jobs_verilator(request, name):
+    """Many random jobs per preset on Verilator, up to max_context keys, with latency and stalls."""
+    cfg = TEST_CONFIGS[name]
+    jobs = jobs_for(cfg, 7 + NAMES.index(name), 40, max_keys=cfg.max_context)
+    run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request), latency=5, stall_rate=40,
+               patterns=[("random", "random")], seed=3)
+
+
+#: Alias wires of the whole top, by name. Yosys keeps the name of a signal it merged into another
+#: as an undriven-reader wire beside it: the segment generator's ``head`` register is emitted as
+#: ``desc__addr`` (the read port it drives) and ``keys`` / ``rest`` fold into the segment payload;
+#: the scheduler's start streams (``start_<c>``) into the generators' inputs; the plain ports
+#: ``o_cross`` / ``i_cross`` (and ``o_scanned``, a pulse for the scheduler's own tests) leave a
+#: parent-side wire beside the instance connection, as stream ports do (HIERARCHY_LINT_WAIVERS).
+#: Every other unused signal stays an error; the units are linted alone in their own tests.
+TOP_ALIASES = ("head", "keys", "rest", "h", "start_*", "o_cross", "i_cross", "i_cross$*", "o_scanned")
+#: The leaf buffers are amaranth.lib.fifo.SyncFIFOBuffered: their level outputs and pointer
+#: bookkeeping (``level``, ``r_level``, ``w_level``, ``produce``, ``consume``) are unused by a
+#: stream user, and their ports leave parent-side aliases (``r_data$N``, ``w_rdy`` ...) as above.
+FIFO_SIGNALS = ("level", "r_level", "w_level", "produce", "consume", "r_data*", "r_rdy*", "r_en*",
+                "w_data*", "w_rdy*", "w_en*")
+TOP_LINT_WAIVERS = {
+    **AMARANTH_LINT_WAIVERS, **HIERARCHY_LINT_WAIVERS,
+    **{("UNUSEDSIGNAL", f"Signal is not used: '{name}'"): "an alias wire (see TOP_ALIASES)"
+       for name in TOP_ALIASES},
+    **{("UNUSEDSIGNAL", f"Signal is not used: '{name}'"): "a FIFO signal (see FIFO_SIGNALS)"
+       for name in FIFO_SIGNALS},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lint(request, name):
+    path = bench_dir(request) / "lean_attention.v"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(design_verilog(LeanAttention(TEST_CONFIGS[name]), toplevel="lean_attention"))
+    assert verilator_lint(path, waivers=TOP_LINT_WAIVERS) == []
+
+
+def test_constructor_errors():
+    with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
+        LeanAttention({"head_dim": 64})
