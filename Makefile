@@ -1,5 +1,6 @@
 # leanattn: every target sets up what is missing first (a venv in .venv/, Icarus Verilog).
 #   make            the main job on the default preset (PRESET=name to change it)
+#   make verilog    build/<preset>/lean_attention.v, config.json, manifest.json
 #   make test       the full test suite (what CI runs)
 #   make test-fast  the quick tier for development
 #   make bench      benchmarks (tables and JSON under build/bench/)
@@ -11,7 +12,7 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 PYTEST  := $(PY) -m pytest -n auto
 
-.PHONY: all setup tools demo config test test-fast bench accuracy resources lint clean
+.PHONY: all setup tools demo verilog config test test-fast bench accuracy resources lint clean
 
 all: demo
 
@@ -45,8 +46,15 @@ tools:
 	@command -v iverilog >/dev/null 2>&1
 
 # -- the main job --------------------------------------------------------------------------------
-demo: setup
+# The Verilog of the preset, a demo job through the golden model, then the same job on the
+# generated RTL under Verilator (bit-exact check, error, cycles against the ideal).
+demo: verilog
 	$(VENV)/bin/leanattn demo --preset $(PRESET) -o build/demo/$(PRESET)
+	$(VENV)/bin/leanattn sim build/demo/$(PRESET)/job.npz -o build/demo/$(PRESET)/rtl.npz \
+	  --preset $(PRESET) --simulator verilator
+
+verilog: setup
+	$(VENV)/bin/leanattn gen --preset $(PRESET) -o build/$(PRESET)
 
 config: setup
 	$(VENV)/bin/leanattn config --preset $(PRESET)

@@ -166,6 +166,70 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_gen(args):
+    from .generate import generate
+
+    cfg = _cfg(args)
+    start = time.perf_counter()
+    try:
+        paths = generate(cfg, args.output)
+    except OSError as error:
+        raise UsageError(f"cannot write {args.output}: {error.strerror or error}") from None
+    size = paths["verilog"].stat().st_size
+    print(f"leanattn gen: {_cfg_name(args)} -> {paths['verilog']} ({size:,} bytes), "
+          f"{paths['config'].name}, {paths['manifest'].name} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_sim(args):
+    from .sim.cocotb_util import CocotbTestsFailed
+    from .sim.job import JobError, load_job, save_result
+    from .sim.reference import attention, rel_l2
+    from .sim.system import ideal_cycles, read_outputs, run_system
+
+    cfg = _cfg(args)
+    try:
+        job = load_job(args.job, cfg)
+    except JobError as error:
+        raise UsageError(str(error)) from None
+    build = Path(args.build_dir or f"build/sim/{args.simulator}")
+    start = time.perf_counter()
+    mismatch = None
+    try:
+        results, cycles, _ = run_system(cfg, [job], simulator=args.simulator, build_dir=build,
+                                        latency=args.latency, stall_rate=args.stall_rate,
+                                        waves=bool(args.waves), seed=args.seed)
+        golden_out = results[0].out
+    except CocotbTestsFailed as error:
+        raise UsageError(f"the simulation did not finish: {error}") from None
+    except AssertionError as error:
+        from .sim import golden
+        mismatch, golden_out, cycles = error, golden.run(cfg, job).out, [0]
+    elapsed = time.perf_counter() - start
+    rtl = read_outputs(cfg, build, job.flat_heads)
+    ideal = ideal_cycles(cfg, job.lengths)
+    _save(args.output, lambda path: save_result(path, cfg, job, rtl, cycles=cycles[0], ideal_cycles=ideal))
+    if args.waves:
+        source = next((p for p in (build / "system.fst", build / "dump.vcd") if p.exists()), None)
+        if source is not None:
+            _save(args.waves, lambda path: path.write_bytes(source.read_bytes()))
+    same = mismatch is None and np.array_equal(rtl, golden_out)
+    differ = int(np.sum(rtl != golden_out))
+    print(f"leanattn sim: {args.simulator}, {_cfg_name(args)}: {job.flat_heads} heads, "
+          f"{int(job.lengths.sum())} keys -> {args.output} ({elapsed:.1f} s)")
+    print("bit-exact with the golden model: " + ("yes" if same else f"NO ({differ} outputs differ)"))
+    out = rtl * job.head_scales("out")[:, None]
+    err = rel_l2(out, attention(*job.dequantized(), job.lengths))
+    print(f"error vs float64 on the quantized inputs (relative L2 per head): median {np.median(err):.2e}, "
+          f"max {err.max():.2e}")
+    if cycles[0]:
+        print(f"cycles: {cycles[0]} (ideal {ideal:.0f}, efficiency {ideal / cycles[0]:.3f})")
+    if not same:
+        print(f"leanattn: error: the RTL differs from the golden model: {mismatch}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 def build_parser():
@@ -187,6 +251,26 @@ def build_parser():
                    help="also print the error against float64 attention on the quantized inputs")
     _config_args(p)
     p.set_defaults(func=cmd_golden)
+
+    p = sub.add_parser("gen", help="generate the Verilog, config.json and manifest.json")
+    p.add_argument("-o", "--output", default="build/verilog", metavar="DIR")
+    _config_args(p)
+    p.set_defaults(func=cmd_gen)
+
+    p = sub.add_parser("sim", help="run a job file on the generated RTL (cocotb) and compare it with "
+                       "the golden model")
+    p.add_argument("job", metavar="JOB.npz")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    p.add_argument("--latency", type=int, default=2, help="extra cycles on every memory response")
+    p.add_argument("--stall-rate", type=int, default=0, metavar="N",
+                   help="random stalls on every memory stream, N/256 of the cycles")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--waves", metavar="FILE", help="also write a waveform (FST on Icarus, VCD on Verilator)")
+    p.add_argument("--build-dir", metavar="DIR",
+                   help="simulation build directory (default build/sim/SIMULATOR)")
+    _config_args(p)
+    p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("demo", help="make a demo job and run it (the main job of `make`)")
     p.add_argument("-o", "--output", default="build/demo", metavar="DIR")

@@ -12,6 +12,7 @@ give its error code and no output.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from .packer import bank_keys_for, pack_kv
 from .stream_bench import run_cocotb_bench
 from .systop import SystemBench, load_layout, status_layout, tagged_output_layout
 
-__all__ = ["BadJob", "system_vectors", "run_system", "job_cycles", "ideal_cycles"]
+__all__ = ["BadJob", "system_vectors", "run_system", "job_cycles", "ideal_cycles", "read_outputs"]
 
 
 @dataclass
@@ -130,6 +131,26 @@ def job_cycles(cfg, build_dir, run=0):
         if int(number) == run:
             cycles.append(int(payload, 16) >> field_.offset & ((1 << field_.width) - 1))
     return cycles
+
+
+def read_outputs(cfg, build_dir, heads, *, job=0, run=0):
+    """The output integers ``(heads, head_dim)`` of job ``job`` that the RTL sent in run ``run``
+    (from the transfer log; a head that never came out stays at 0)."""
+    layout = tagged_output_layout(cfg)
+    out = np.zeros((heads, cfg.head_dim), dtype=np.int64)
+    beat = {}
+    path = Path(build_dir) / "xfer_o_out.txt"
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        number, payload, _ = line.split()
+        item = layout.from_bits(int(payload, 16))
+        if int(number) != run or item.job != job or item.beat.head >= heads:
+            continue
+        h = item.beat.head
+        b = beat.get(h, 0)
+        if b < cfg.beats_per_key:
+            out[h, b * cfg.lanes:(b + 1) * cfg.lanes] = [int(x) for x in item.beat.out]
+        beat[h] = 0 if item.beat.last else b + 1
+    return out
 
 
 def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patterns=(("none", "none"),),

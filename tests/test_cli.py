@@ -445,3 +445,50 @@ def test_module_golden_and_errors(tmp_path):
     assert result.returncode == 2
     assert result.stderr == "leanattn: error: invalid configuration: lanes must divide head_dim (64), " \
                             "not 3\n"
+
+
+# -- gen and sim ---------------------------------------------------------------------------------
+
+def test_gen_writes_verilog_config_and_manifest(capsys, tmp_path):
+    status, out, err = run(capsys, "gen", "--preset", "tiny", "-o", tmp_path / "tiny")
+    assert status == 0, err
+    verilog = (tmp_path / "tiny" / "lean_attention.v").read_text()
+    assert "module lean_attention(" in verilog
+    assert AttentionConfig.from_json((tmp_path / "tiny" / "config.json").read_text()) == TINY
+    manifest = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
+    ports = {p["name"]: p for p in manifest["ports"]}
+    for c in range(TINY.cores):
+        for name in (f"o_kreq_{c}", f"i_k_{c}", f"o_vreq_{c}", f"i_v_{c}"):
+            assert ports[name]["kind"] == "stream"
+            assert f"{name}__payload" in verilog
+    assert ports["i_k_0"]["payload_width"] == TINY.lanes * TINY.input_bits
+    assert sum(f["width"] for f in ports["i_desc"]["fields"]) == ports["i_desc"]["payload_width"]
+    assert ports["o_error"]["width"] == 2 and manifest["error_codes"]["heads"] == 2
+    assert "lean_attention.v" in out
+
+
+def test_sim_is_bit_exact_and_reports_cycles(capsys, tmp_path):
+    """A small job on the generated tiny RTL (Verilator): the same outputs as `leanattn golden`,
+    plus the cycle count and the ideal."""
+    job = write_job(tmp_path / "job.npz", **job_arrays())
+    status, out, err = run(capsys, "golden", job, "-o", tmp_path / "golden.npz", "--preset", "tiny")
+    assert status == 0, err
+    status, out, err = run(capsys, "sim", job, "-o", tmp_path / "rtl.npz", "--preset", "tiny",
+                           "--simulator", "verilator", "--stall-rate", "40",
+                           "--build-dir", tmp_path / "sim")
+    assert status == 0, err
+    assert "bit-exact with the golden model: yes" in out
+    rtl, gold = _load(tmp_path / "rtl.npz"), _load(tmp_path / "golden.npz")
+    assert np.array_equal(rtl["out_int"], gold["out_int"])
+    assert rtl["cycles"] > rtl["ideal_cycles"] > 0
+    assert re.search(r"cycles: \d+ \(ideal \d+, efficiency 0\.\d+\)", out)
+
+
+def test_sim_rejects_a_job_with_too_many_heads(capsys, tmp_path):
+    arrays = job_arrays(seed=2, batch=2, heads=2)
+    arrays = {name: np.concatenate([a] * 3, axis=1) if name != "lengths" else np.tile(a, (1, 3))
+              for name, a in arrays.items()}                      # 2 x 6 = 12 heads
+    job = write_job(tmp_path / "job.npz", **arrays)
+    status, _, err = run(capsys, "sim", job, "-o", tmp_path / "rtl.npz", "--preset", "tiny")
+    assert_usage_error(status, err, "12 heads", "max_heads is 8")
+    assert not (tmp_path / "rtl.npz").exists()
