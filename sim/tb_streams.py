@@ -1,11 +1,12 @@
 """cocotb bench of one stream unit inside the Verilog harness of :mod:`leanattn.sim.harness`.
 
 Run through :func:`leanattn.sim.stream_bench.run_cocotb_bench`. tb_args: ``{"patterns": [[idle,
-backpressure], ...], "budget": cycles}``. For each pattern, in turn: set the pattern and a seed,
-reset, wait for ``done`` (every input sent, every expected output received), let 8 more cycles
-pass (an extra or duplicated item would be logged by then) and check that no output broke the
-stream rules. The per-cycle work -- stimulus, stalls, recording -- runs in the simulator; the
-transfer logs are checked afterwards by the caller.
+backpressure], ...], "budget": cycles}``; a pattern ``[idle, backpressure, n]`` is cut short after
+``n`` cycles, so that the next run's reset arrives in the middle of the work. For each pattern, in
+turn: set the pattern and a seed, reset, wait for ``done`` (every input sent, every expected output
+received), let 8 more cycles pass (an extra or duplicated item would be logged by then) and check
+that no output broke the stream rules. The per-cycle work -- stimulus, stalls, recording -- runs in
+the simulator; the transfer logs are checked afterwards by the caller.
 """
 
 import random
@@ -27,7 +28,7 @@ async def test_vectors(dut):
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     rng = random.Random(cocotb.RANDOM_SEED)
     dut.flush.value = 0
-    for run, (idle, backpressure) in enumerate(args["patterns"]):
+    for run, (idle, backpressure, *abort) in enumerate(args["patterns"]):
         seed = rng.randrange(1, 1 << 32)
         where = f"(run {run}, idle {idle}, backpressure {backpressure}, harness seed {seed:#x})"
         dut.rst.value = 1
@@ -39,6 +40,9 @@ async def test_vectors(dut):
         await FallingEdge(dut.clk)
         dut.rst.value = 0
         errors_before = int(dut.rule_errors.value)
+        if abort:                       # cut short: the next run's reset lands mid-work
+            await ClockCycles(dut.clk, abort[0])
+            continue
         try:
             await with_timeout(RisingEdge(dut.done), args["budget"] * PERIOD_NS, "ns")
         except TimeoutError:

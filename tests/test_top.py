@@ -19,6 +19,7 @@ from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.jobgen import random_int_job
 from leanattn.sim.stream_bench import bench_dir
 from leanattn.sim.system import BadJob, ideal_cycles, run_system
+from leanattn.sim.systop import tagged_output_layout
 
 NAMES = ["tiny", "default", "odd"]
 
@@ -122,3 +123,34 @@ def test_lint(request, name):
 def test_constructor_errors():
     with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
         LeanAttention({"head_dim": 64})
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_reset_mid_job(request, simulator):
+    """Reset in the middle of a job -- while its KV cache loads, while K/V responses are in flight,
+    while its outputs leave -- each followed by a full run of all jobs that must be exact. The
+    transfer logs of the cut runs show where each reset landed."""
+    cfg = TEST_CONFIGS["tiny"]
+    jobs = jobs_for(cfg, 55, 3, max_keys=2 * cfg.tile * cfg.cores, bad=False)
+    keys = int(sum(jobs[0].lengths))
+    load = 2 * cfg.cores + 2 * keys * cfg.beats_per_key      # window bases, then K and V words
+    compute = keys * cfg.beats_per_key // cfg.cores
+    # Where the first job's outputs leave, from a run without stalls (the same build).
+    probe = bench_dir(request) / "probe"
+    run_system(cfg, jobs, simulator=simulator, build_dir=probe, latency=4, stall_rate=64, seed=9)
+    layout = tagged_output_layout(cfg)
+    out_cycles = [int(line.split()[2]) for line in (probe / "xfer_o_out.txt").read_text().splitlines()
+                  if layout.from_bits(int(line.split()[1], 16)).job == 0]
+    cuts = [load // 2, load + compute // 2, (out_cycles[0] + out_cycles[-1]) // 2]
+    patterns = [("none", "none", cuts[0]), ("random", "random"), ("none", "none", cuts[1]),
+                ("none", "none"), ("none", "none", cuts[2]), ("random", "random")]
+    where = bench_dir(request)
+    run_system(cfg, jobs, simulator=simulator, build_dir=where, latency=4, stall_rate=64,
+               patterns=patterns, seed=9)
+
+    def transfers(port, run):
+        lines = (where / f"xfer_{port}.txt").read_text().splitlines()
+        return sum(1 for line in lines if int(line.split()[0]) == run)
+    assert 0 < transfers("i_load", 0) < load and transfers("i_desc", 0) == 0      # loading
+    assert transfers("i_desc", 2) > 0 and transfers("o_out", 2) == 0             # K/V in flight
+    assert 0 < transfers("o_out", 4) < len(jobs[0].lengths) * cfg.beats_per_key  # outputs leaving
