@@ -200,8 +200,9 @@ def cmd_sim(args):
                                         latency=args.latency, stall_rate=args.stall_rate,
                                         waves=bool(args.waves), seed=args.seed)
         golden_out = results[0].out
-    except CocotbTestsFailed as error:
-        raise UsageError(f"the simulation did not finish: {error}") from None
+    except (CocotbTestsFailed, RuntimeError) as error:
+        first = str(error).splitlines()[0]
+        raise UsageError(f"the simulation failed: {first} (log in {build})") from None
     except AssertionError as error:
         from .sim import golden
         mismatch, golden_out, cycles = error, golden.run(cfg, job).out, [0]
@@ -210,7 +211,7 @@ def cmd_sim(args):
     ideal = ideal_cycles(cfg, job.lengths)
     _save(args.output, lambda path: save_result(path, cfg, job, rtl, cycles=cycles[0], ideal_cycles=ideal))
     if args.waves:
-        source = next((p for p in (build / "system.fst", build / "dump.vcd") if p.exists()), None)
+        source = next((p for p in (build / "harness.fst", build / "dump.vcd") if p.exists()), None)
         if source is not None:
             _save(args.waves, lambda path: path.write_bytes(source.read_bytes()))
     same = mismatch is None and np.array_equal(rtl, golden_out)

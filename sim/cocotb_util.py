@@ -288,7 +288,9 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
         More environment variables for the simulator process. ``PYTHONWARNINGS`` is ``error`` unless
         given here.
     waves : bool
-        Write ``<toplevel>.fst`` (Icarus) or ``dump.vcd`` (Verilator) into ``build_dir``.
+        Write a waveform into ``build_dir``: ``<top>.fst`` on Icarus (``<top>`` the simulated
+        module, ``harness`` under a wrapper) or ``dump.vcd`` on Verilator (its FST writer needs
+        the lz4 headers, which a fresh machine lacks).
     seed : int, optional
         ``COCOTB_RANDOM_SEED``. None draws one; it is in every failure message either way.
     testcase : str or list of str, optional
@@ -330,11 +332,18 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     # makes its `always @*` blocks run at time 0 through a register initialized in its
     # declaration, which creates an event at time 0 only under 2005 rules; under 2012 rules a
     # block whose inputs never change after reset keeps its outputs at x forever.
-    build_args = ["-Wno-fatal"] if simulator == "verilator" else ["-g2005"]
     sim_top, wrapper_text = wrapper if wrapper is not None else (toplevel, None)
+    build_args = ["-Wno-fatal"] if simulator == "verilator" else ["-g2005"]
+    # Icarus waves: cocotb's dump module is SystemVerilog, which -g2005 rejects; this one is
+    # Verilog-2005 and writes <top>.fst in the run directory (vvp gets -fst from the runner).
+    dump_text = None
+    if waves and simulator == "icarus":
+        dump_text = (f"module leanattn_dump;\n  initial begin\n    $dumpfile(\"{sim_top}.fst\");\n"
+                     f"    $dumpvars(0, {sim_top});\n  end\nendmodule\n")
+        build_args += ["-s", "leanattn_dump"]
     key = hashlib.sha256(json.dumps(
         [text, simulator, toplevel, bool(waves), timescale, build_args, _tool_versions(simulator),
-         wrapper_text]
+         wrapper_text, dump_text]
     ).encode()).hexdigest()[:20]
     sim_build = cache_dir / f"{simulator}-{toplevel}-{key}"
 
@@ -356,11 +365,15 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
             sources[0].write_text(text)
             if wrapper_text is not None:
                 sources.append(sim_build / f"{sim_top}.v")
-                sources[1].write_text(wrapper_text)
+                sources[-1].write_text(wrapper_text)
+            if dump_text is not None:
+                sources.append(sim_build / "leanattn_dump.v")
+                sources[-1].write_text(dump_text)
             build_log = sim_build / "build.log"
             try:
                 runner.build(sources=sources, hdl_toplevel=sim_top, build_dir=sim_build,
-                             build_args=build_args, timescale=timescale, waves=waves,
+                             build_args=build_args, timescale=timescale,
+                             waves=waves and simulator != "icarus",
                              always=True, log_file=build_log)
             except (RuntimeError, SystemExit) as exc:
                 raise RuntimeError(f"{simulator} build of {verilog_path} failed ({exc}); "
@@ -375,9 +388,6 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     results.unlink(missing_ok=True)     # a stale file must not pass for this run's verdict
     log = build_dir / "sim.log"
     plusargs = []
-    if waves and simulator == "icarus":
-        # The dump module built into the shared build would write next to it otherwise.
-        plusargs.append(f"+dumpfile_path={build_dir / (sim_top + '.fst')}")
     # Wall-clock limit through the runner's command-prefix hook (the one SIM_CMD_PREFIX feeds).
     if timeout is not None and shutil.which("timeout"):
         prefix = runner._get_sim_cmd_prefix()

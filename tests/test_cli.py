@@ -492,3 +492,15 @@ def test_sim_rejects_a_job_with_too_many_heads(capsys, tmp_path):
     status, _, err = run(capsys, "sim", job, "-o", tmp_path / "rtl.npz", "--preset", "tiny")
     assert_usage_error(status, err, "12 heads", "max_heads is 8")
     assert not (tmp_path / "rtl.npz").exists()
+
+
+@pytest.mark.parametrize("simulator, magic", [("icarus", None), ("verilator", b"$version")])
+def test_sim_waves(capsys, tmp_path, simulator, magic):
+    """--waves: an FST from Icarus (binary, block type 0 first), a VCD from Verilator."""
+    job = write_job(tmp_path / "job.npz", **job_arrays(batch=1, heads=1))
+    status, out, err = run(capsys, "sim", job, "-o", tmp_path / "rtl.npz", "--preset", "tiny",
+                           "--simulator", simulator, "--waves", tmp_path / "job.wave",
+                           "--build-dir", tmp_path / "sim")
+    assert status == 0, err
+    head = (tmp_path / "job.wave").read_bytes()[:16]
+    assert head.startswith(magic) if magic else head[0] == 0 and len(head) == 16
