@@ -494,7 +494,8 @@ def test_sim_rejects_a_job_with_too_many_heads(capsys, tmp_path):
     assert not (tmp_path / "rtl.npz").exists()
 
 
-@pytest.mark.parametrize("simulator, magic", [("icarus", None), ("verilator", b"$version")])
+@pytest.mark.parametrize("simulator, magic", [
+    ("icarus", None), pytest.param("verilator", b"$version", marks=pytest.mark.slow)])
 def test_sim_waves(capsys, tmp_path, simulator, magic):
     """--waves: an FST from Icarus (binary, block type 0 first), a VCD from Verilator."""
     job = write_job(tmp_path / "job.npz", **job_arrays(batch=1, heads=1))

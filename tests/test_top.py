@@ -5,7 +5,6 @@ stalls on every stream; bad jobs rejected with their error code and no output, t
 
 import numpy as np
 import pytest
-from tiers import config_params
 
 from leanattn.hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_QUERY
 from leanattn.hdl.top import LeanAttention
@@ -65,8 +64,13 @@ def check_cycles(cfg, jobs, cycles):
             assert measured <= bound, (list(job.lengths), measured, bound, ideal_cycles(cfg, job.lengths))
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-@pytest.mark.parametrize("name", config_params(NAMES))
+#: The fast tier runs tiny on Verilator; every other pair is in the slow tier.
+SYSTEM_PAIRS = [pytest.param(name, simulator, marks=() if (name, simulator) == ("tiny", "verilator")
+                             else pytest.mark.slow)
+                for name in NAMES for simulator in ("verilator", "icarus")]
+
+
+@pytest.mark.parametrize("name, simulator", SYSTEM_PAIRS)
 def test_jobs_bit_exact(request, name, simulator):
     """Good and bad jobs in a row: with no stalls (cycles checked against the bound), then with
     memory latency and random stalls everywhere."""
@@ -125,7 +129,7 @@ def test_constructor_errors():
         LeanAttention({"head_dim": 64})
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
 def test_reset_mid_job(request, simulator):
     """Reset in the middle of a job -- while its KV cache loads, while K/V responses are in flight,
     while its outputs leave -- each followed by a full run of all jobs that must be exact. The
