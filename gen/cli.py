@@ -150,7 +150,7 @@ def cmd_demo(args):
     floor = attention(*job.dequantized(), job.lengths)
     datapath, total = rel_l2(out, floor), rel_l2(out, exact)
     print("leanattn demo: the golden model (the bit-exact specification of the hardware) on a demo "
-          "job; the RTL simulation replaces it once the core is generated")
+          "job (`leanattn sim` then runs the same job on the generated RTL)")
     print(f"config: {_cfg_name(args)} (head_dim {cfg.head_dim}, cores {cfg.cores}, lanes "
           f"{cfg.lanes}, tile {cfg.tile}, int{cfg.input_bits} {cfg.quant})")
     print(f"job: {job.batch} x {job.heads} heads, lengths {', '.join(map(str, job.lengths))} "
