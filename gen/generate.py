@@ -2,7 +2,8 @@
 
 The manifest (``manifest.json``) is what an integrator needs beside the Verilog: every port with its
 width, direction and role, the fields of every stream payload (bit offsets, widths, signedness),
-the numeric formats, the error codes and the cycle formula of a job.
+the configuration with its derived widths (the numeric formats), the error codes and the cycle
+bound of a job.
 """
 
 import json
@@ -12,6 +13,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
+from .hdl.core import AttentionCore
 from .hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_NONE, ERR_QUERY
 from .hdl.top import LeanAttention
 
@@ -89,17 +91,18 @@ def manifest(cfg, top):
         "derived": cfg.derived(),
         "ports": _ports(top),
         "error_codes": {"none": ERR_NONE, "length": ERR_LENGTH, "heads": ERR_HEADS, "query": ERR_QUERY},
+        "cycles": {
+            "bound": "1.05 * ideal + A + B * ceil(heads / cores), no stalls, first input transfer "
+                     "to last output beat; ideal = sum(lengths) * head_dim / (lanes * cores)",
+            "A": LeanAttention.cycle_constants(cfg)[0],
+            "B": LeanAttention.cycle_constants(cfg)[1],
+        },
         "memory": {
             "layout": "keys of a head contiguous, head_dim elements per key, from k_base / v_base "
                       "(element addresses, multiples of lanes)",
-            "outstanding_requests_per_port": _outstanding(),
+            "outstanding_requests_per_port": AttentionCore.outstanding,
         },
     }
-
-
-def _outstanding():
-    from .hdl.core import AttentionCore
-    return AttentionCore.outstanding
 
 
 def generate(cfg, outdir):

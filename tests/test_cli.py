@@ -464,6 +464,7 @@ def test_gen_writes_verilog_config_and_manifest(capsys, tmp_path):
     assert ports["i_k_0"]["payload_width"] == TINY.lanes * TINY.input_bits
     assert sum(f["width"] for f in ports["i_desc"]["fields"]) == ports["i_desc"]["payload_width"]
     assert ports["o_error"]["width"] == 2 and manifest["error_codes"]["heads"] == 2
+    assert (manifest["cycles"]["A"], manifest["cycles"]["B"]) == (1728, 400)
     assert "lean_attention.v" in out
 
 
