@@ -11,9 +11,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig
 from .jobload import descriptor_write_layout
 from .layouts import final_layout, partial_layout
+from .pipeline import check_unit_args
 
 __all__ = ["PacketArbiter", "ScaleLookup", "out_scale_layout"]
 
@@ -109,8 +109,7 @@ class ScaleLookup(wiring.Component):
     latency = 1
 
     def __init__(self, cfg):
-        if not isinstance(cfg, AttentionConfig):
-            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        check_unit_args(cfg, 0)
         self._cfg = cfg
         super().__init__({
             "i_dwrite":  In(stream.Signature(descriptor_write_layout(cfg))),

@@ -17,7 +17,8 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig, bits_for
+from .config import bits_for
+from .pipeline import check_unit_args
 from .ports import descriptor_layout, query_layout, query_write_layout
 
 __all__ = ["JobLoader", "job_layout", "descriptor_write_layout", "ERR_NONE", "ERR_LENGTH", "ERR_HEADS",
@@ -83,8 +84,7 @@ class JobLoader(wiring.Component):
     """
 
     def __init__(self, cfg):
-        if not isinstance(cfg, AttentionConfig):
-            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        check_unit_args(cfg, 0)
         self._cfg = cfg
         super().__init__({
             "i_desc":   In(stream.Signature(descriptor_layout(cfg))),

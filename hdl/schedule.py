@@ -16,8 +16,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig, bits_for, ceil_log2
+from .config import bits_for, ceil_log2
 from .jobload import descriptor_write_layout, total_bits
+from .pipeline import check_unit_args
 from .ports import cross_layout, segment_layout
 
 __all__ = ["Scheduler", "SegmentGen", "start_layout", "scan_job_layout"]
@@ -73,8 +74,7 @@ class SegmentGen(wiring.Component):
     """
 
     def __init__(self, cfg):
-        if not isinstance(cfg, AttentionConfig):
-            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        check_unit_args(cfg, 0)
         self._cfg = cfg
         super().__init__({
             "i_start": In(stream.Signature(start_layout(cfg))),
@@ -158,8 +158,7 @@ class Scheduler(wiring.Component):
     """
 
     def __init__(self, cfg):
-        if not isinstance(cfg, AttentionConfig):
-            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        check_unit_args(cfg, 0)
         self._cfg = cfg
         members = {
             "i_dwrite":  In(stream.Signature(descriptor_write_layout(cfg))),

@@ -22,12 +22,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig, bits_for
+from .config import bits_for
 from .core import AttentionCore
 from .finish import PacketArbiter, ScaleLookup
 from .jobload import ERROR_BITS, JobLoader
 from .layouts import output_layout, partial_layout
 from .normalize import Normalizer
+from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
 from .schedule import Scheduler
 from .skid import SkidBuffer
@@ -108,8 +109,7 @@ class LeanAttention(wiring.Component):
         return 1.05 * ideal + a + b * -(-len(lengths) // cfg.cores)
 
     def __init__(self, cfg):
-        if not isinstance(cfg, AttentionConfig):
-            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        check_unit_args(cfg, 0)
         self._cfg = cfg
         members = {
             "i_desc":  In(stream.Signature(descriptor_layout(cfg))),
