@@ -17,9 +17,10 @@ PYTEST  := $(PY) -m pytest -n auto
 all: demo
 
 # -- setup ---------------------------------------------------------------------------------------
-# The venv is rebuilt only when pyproject.toml changes. From Debian: Icarus Verilog (required) and
-# ccache (optional: warm Verilator rebuilds take ~1 s instead of ~12 s), installed when missing and
-# this user may install packages (root or password-less sudo).
+# The venv is rebuilt only when pyproject.toml changes. From Debian: Icarus Verilog (required), the
+# lz4 headers (required: Verilator's FST waveform writer is compiled with them) and ccache (optional:
+# warm Verilator rebuilds take ~1 s instead of ~12 s), installed when missing and this user may
+# install packages (root or password-less sudo).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -31,19 +32,20 @@ tools:
 	@missing=; \
 	command -v iverilog >/dev/null 2>&1 || missing="$$missing iverilog"; \
 	command -v ccache >/dev/null 2>&1 || missing="$$missing ccache"; \
+	test -f /usr/include/lz4.h || missing="$$missing liblz4-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
 	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
 	  else SUDO=none; fi; \
 	  if [ "$$SUDO" = none ]; then \
 	    echo "Missing Debian packages:$$missing. Install them with:  sudo apt-get install -y$$missing"; \
-	    command -v iverilog >/dev/null 2>&1 || exit 1; \
+	    command -v iverilog >/dev/null 2>&1 && test -f /usr/include/lz4.h || exit 1; \
 	  else \
 	    echo "Installing Debian packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	  fi; \
 	fi
-	@command -v iverilog >/dev/null 2>&1
+	@command -v iverilog >/dev/null 2>&1 && test -f /usr/include/lz4.h
 
 # -- the main job --------------------------------------------------------------------------------
 # The Verilog of the preset, a demo job through the golden model, then the same job on the

@@ -211,7 +211,7 @@ def cmd_sim(args):
     ideal = ideal_cycles(cfg, job.lengths)
     _save(args.output, lambda path: save_result(path, cfg, job, rtl, cycles=cycles[0], ideal_cycles=ideal))
     if args.waves:
-        source = next((p for p in (build / "harness.fst", build / "dump.vcd") if p.exists()), None)
+        source = next((p for p in (build / "harness.fst", build / "dump.fst") if p.exists()), None)
         if source is not None:
             _save(args.waves, lambda path: path.write_bytes(source.read_bytes()))
     same = mismatch is None and np.array_equal(rtl, golden_out)
@@ -267,7 +267,7 @@ def build_parser():
     p.add_argument("--stall-rate", type=int, default=0, metavar="N",
                    help="random stalls on every memory stream, N/256 of the cycles")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--waves", metavar="FILE", help="also write a waveform (FST on Icarus, VCD on Verilator)")
+    p.add_argument("--waves", metavar="FILE", help="also write an FST waveform of the run")
     p.add_argument("--build-dir", metavar="DIR",
                    help="simulation build directory (default build/sim/SIMULATOR)")
     _config_args(p)

@@ -288,9 +288,9 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
         More environment variables for the simulator process. ``PYTHONWARNINGS`` is ``error`` unless
         given here.
     waves : bool
-        Write a waveform into ``build_dir``: ``<top>.fst`` on Icarus (``<top>`` the simulated
-        module, ``harness`` under a wrapper) or ``dump.vcd`` on Verilator (its FST writer needs
-        the lz4 headers, which a fresh machine lacks).
+        Write an FST waveform into ``build_dir``: ``<top>.fst`` on Icarus (``<top>`` the simulated
+        module, ``harness`` under a wrapper), ``dump.fst`` on Verilator (its FST writer is built
+        with the lz4 headers, which ``make setup`` installs).
     seed : int, optional
         ``COCOTB_RANDOM_SEED``. None draws one; it is in every failure message either way.
     testcase : str or list of str, optional
@@ -334,6 +334,8 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     # block whose inputs never change after reset keeps its outputs at x forever.
     sim_top, wrapper_text = wrapper if wrapper is not None else (toplevel, None)
     build_args = ["-Wno-fatal"] if simulator == "verilator" else ["-g2005"]
+    if waves and simulator == "verilator":
+        build_args += ["--trace-fst"]      # with the runner's --trace: FST, written to dump.fst
     # Icarus waves: cocotb's dump module is SystemVerilog, which -g2005 rejects; this one is
     # Verilog-2005 and writes <top>.fst in the run directory (vvp gets -fst from the runner).
     dump_text = None
