@@ -172,12 +172,14 @@ def cmd_gen(args):
     cfg = _cfg(args)
     start = time.perf_counter()
     try:
-        paths = generate(cfg, args.output)
+        paths = generate(cfg, args.output, axis=args.axis)
     except OSError as error:
         raise UsageError(f"cannot write {args.output}: {error.strerror or error}") from None
     size = paths["verilog"].stat().st_size
-    print(f"leanattn gen: {_cfg_name(args)} -> {paths['verilog']} ({size:,} bytes), "
-          f"{paths['config'].name}, {paths['manifest'].name} in {time.perf_counter() - start:.1f} s")
+    extra = f", {paths['axis'].name}" if "axis" in paths else ""
+    print(f"leanattn gen: {_cfg_name(args)} -> {paths['verilog']} ({size:,} bytes){extra}, "
+          f"{paths['config'].name}, {paths['manifest'].name}, {paths['core'].name} "
+          f"in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -253,8 +255,10 @@ def build_parser():
     _config_args(p)
     p.set_defaults(func=cmd_golden)
 
-    p = sub.add_parser("gen", help="generate the Verilog, config.json and manifest.json")
+    p = sub.add_parser("gen", help="generate the Verilog, config.json, manifest.json and a FuseSoC .core")
     p.add_argument("-o", "--output", default="build/verilog", metavar="DIR")
+    p.add_argument("--axis", action="store_true",
+                   help="also write lean_attention_axis.v, the top with AXI4-Stream port names")
     _config_args(p)
     p.set_defaults(func=cmd_gen)
 

@@ -1,4 +1,5 @@
-"""Verilog generation: a configuration in, ``lean_attention.v``, ``config.json`` and a manifest out.
+"""Verilog generation: a configuration in, ``lean_attention.v``, ``config.json``, a manifest and a
+FuseSoC core description out (and, on request, the AXI4-Stream wrapper ``lean_attention_axis.v``).
 
 The manifest (``manifest.json``) is what an integrator needs beside the Verilog: every port with its
 width, direction and role, the fields of every stream payload (bit offsets, widths, signedness),
@@ -13,14 +14,18 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
+from .fusesoc import core_description, core_name
+from .hdl.axis import AXIStreamAttention, axis_interfaces, byte_width
 from .hdl.core import AttentionCore
 from .hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_NONE, ERR_QUERY
 from .hdl.top import LeanAttention
 
-__all__ = ["TOP_NAME", "generate", "manifest", "payload_fields"]
+__all__ = ["TOP_NAME", "AXIS_NAME", "generate", "manifest", "axis_manifest", "payload_fields"]
 
 #: Verilog module name of the generated top.
 TOP_NAME = "lean_attention"
+#: Verilog module name of the AXI4-Stream wrapper (``leanattn gen --axis``).
+AXIS_NAME = "lean_attention_axis"
 
 _ROLES = {
     "i_desc":  "job descriptors, one per head (flattened b*H + h); last on the job's final head",
@@ -105,16 +110,41 @@ def manifest(cfg, top):
     }
 
 
-def generate(cfg, outdir):
-    """Write ``lean_attention.v``, ``config.json`` and ``manifest.json`` into ``outdir``; returns
-    the paths."""
+def axis_manifest(cfg):
+    """The AXI4-Stream wrapper's interfaces: signal names and the fields of every TDATA."""
+    interfaces = {}
+    for name, (flow, member, layout, user, last) in axis_interfaces(cfg).items():
+        interfaces[name] = {
+            "direction": "in" if flow == wiring.In else "out", "top_port": member,
+            "tdata_width": byte_width(Shape.cast(layout).width), "tdata_fields": payload_fields(layout),
+            "tuser": "head index" if user else None, "tlast": _TLAST[name] if last else None,
+        }
+    return {"top": AXIS_NAME, "interfaces": interfaces,
+            "status": {"busy": "o_busy", "done": "o_done", "error": "o_error", "cycles": "o_cycles"}}
+
+
+_TLAST = {"s_axis_desc": "the job's last head", "s_axis_query": "the job's last query beat",
+          "m_axis_out": "the head's last output beat"}
+
+
+def generate(cfg, outdir, *, axis=False):
+    """Write ``lean_attention.v``, ``config.json``, ``manifest.json`` and the FuseSoC core
+    description into ``outdir`` (with ``axis``, also ``lean_attention_axis.v``: the AXI4-Stream
+    wrapper); returns the paths."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     top = LeanAttention(cfg)
-    text = verilog.convert(top, name=TOP_NAME, emit_src=False)
     paths = {"verilog": outdir / f"{TOP_NAME}.v", "config": outdir / "config.json",
-             "manifest": outdir / "manifest.json"}
-    paths["verilog"].write_text(text)
+             "manifest": outdir / "manifest.json", "core": outdir / f"{core_name(cfg)}.core"}
+    paths["verilog"].write_text(verilog.convert(top, name=TOP_NAME, emit_src=False))
+    info = manifest(cfg, top)
+    if axis:
+        paths["axis"] = outdir / f"{AXIS_NAME}.v"
+        paths["axis"].write_text(verilog.convert(AXIStreamAttention(cfg), name=AXIS_NAME, emit_src=False))
+        info["axis"] = axis_manifest(cfg)
     paths["config"].write_text(cfg.to_json() + "\n")
-    paths["manifest"].write_text(json.dumps(manifest(cfg, top), indent=2) + "\n")
+    paths["manifest"].write_text(json.dumps(info, indent=2) + "\n")
+    paths["core"].write_text(core_description(
+        cfg, verilog=paths["verilog"].name, axis=paths["axis"].name if axis else None,
+        user_files=[paths["config"].name, paths["manifest"].name]))
     return paths

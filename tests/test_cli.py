@@ -468,6 +468,38 @@ def test_gen_writes_verilog_config_and_manifest(capsys, tmp_path):
     assert "lean_attention.v" in out
 
 
+def test_gen_axis_and_fusesoc_core(capsys, tmp_path):
+    """--axis adds the AXI4-Stream wrapper; the .core file parses with FuseSoC and names each
+    target's toplevel and files."""
+    from fusesoc.capi2.core import CoreInterface
+    from fusesoc.capi2.coreparser import Core2Parser
+
+    status, out, err = run(capsys, "gen", "--preset", "tiny", "--axis", "-o", tmp_path / "tiny")
+    assert status == 0, err
+    folder = tmp_path / "tiny"
+    assert "module lean_attention_axis(" in (folder / "lean_attention_axis.v").read_text()
+    axis = json.loads((folder / "manifest.json").read_text())["axis"]
+    assert axis["interfaces"]["m_axis_out"]["tuser"] == "head index"
+    assert axis["interfaces"]["s_axis_k1"]["tdata_width"] == 8
+    assert "lean_attention_tiny.core" in out
+    core = CoreInterface(Core2Parser(), folder / "lean_attention_tiny.core")
+    assert str(core.name) == "leanattn:ip:lean_attention_tiny:0.1.0"
+    files = lambda target: [f["name"] for f in core.get_files({"target": target, "is_toplevel": True})]
+    toplevel = lambda target: core.get_toplevel({"target": target, "is_toplevel": True})
+    assert (toplevel("default"), files("default")) == (
+        "lean_attention", ["lean_attention.v", "config.json", "manifest.json"])
+    assert (toplevel("axis"), files("axis")[0]) == ("lean_attention_axis", "lean_attention_axis.v")
+
+
+def test_gen_core_names_custom_configs(capsys, tmp_path):
+    status, out, err = run(capsys, "gen", "--preset", "tiny", "--set", "tile=32", "-o", tmp_path)
+    assert status == 0, err
+    assert not (tmp_path / "lean_attention_axis.v").exists()
+    (core,) = tmp_path.glob("*.core")
+    assert re.fullmatch(r"lean_attention_[0-9a-f]{8}\.core", core.name)
+    assert "targets:\n  default:" in core.read_text() and "axis" not in core.read_text()
+
+
 def test_sim_is_bit_exact_and_reports_cycles(capsys, tmp_path):
     """A small job on the generated tiny RTL (Verilator): the same outputs as `leanattn golden`,
     plus the cycle count and the ideal."""
