@@ -282,6 +282,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=1)
     _config_args(p)
     p.set_defaults(func=cmd_demo)
+
+    from .fpga import host
+    host.add_parser(sub)
     return parser
 
 

@@ -282,6 +282,10 @@ class KVMemory(wiring.Component):
     bank_keys : int
         Keys per bank, ``1 .. max_heads * max_context``; a job fits when every core's share does
         (:func:`leanattn.sim.packer.bank_keys_for`).
+    bank : callable, optional
+        Makes each bank: ``bank(cfg, bank_keys=bank_keys)`` returns a component with the members
+        of :class:`KVBank` and its behaviour (a board top passes one built on its own RAM
+        primitives). Default :class:`KVBank`.
 
     Members
     -------
@@ -312,10 +316,13 @@ class KVMemory(wiring.Component):
 
     latency = KVBank.latency
 
-    def __init__(self, cfg, *, bank_keys):
+    def __init__(self, cfg, *, bank_keys, bank=None):
         _check_args(cfg, bank_keys)
+        if bank is not None and not callable(bank):
+            raise TypeError(f"bank must be a callable that makes a bank, not {bank!r}")
         self._cfg = cfg
         self._bank_keys = bank_keys
+        self._make_bank = KVBank if bank is None else bank
         members = {
             "i_write": In(stream.Signature(kv_write_layout(cfg))),
             "o_error": Out(1),
@@ -349,7 +356,7 @@ class KVMemory(wiring.Component):
         for c in range(cfg.cores):
             for kind, req, out in ((Kind.K, f"i_kreq_{c}", f"o_k_{c}"),
                                    (Kind.V, f"i_vreq_{c}", f"o_v_{c}")):
-                bank = KVBank(cfg, bank_keys=self._bank_keys)
+                bank = self._make_bank(cfg, bank_keys=self._bank_keys)
                 m.submodules[f"{kind.name.lower()}_bank_{c}"] = bank
                 wiring.connect(m, wiring.flipped(getattr(self, req)), bank.i_req)
                 wiring.connect(m, bank.o_data, wiring.flipped(getattr(self, out)))

