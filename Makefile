@@ -12,7 +12,7 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 PYTEST  := $(PY) -m pytest -n auto
 
-.PHONY: all setup tools demo verilog config test test-fast bench accuracy resources lint clean
+.PHONY: all setup tools demo verilog config test test-fast bench accuracy resources synth synth-all lint clean
 
 all: demo
 
@@ -77,6 +77,21 @@ accuracy: setup
 
 resources: setup
 	$(PY) -m leanattn.fpga.unit_resources --preset $(PRESET) --out build/synth/units
+
+# -- FPGA builds ---------------------------------------------------------------------------------
+# make synth BOARD=icebreaker PRESET=tiny | BOARD=ulx3s PRESET=default: bitstream and
+# build/synth/<board>-<preset>/report.json + report.md (exit 1 if it does not fit or misses timing).
+# Without PRESET= on the command line, each board builds its own preset.
+BOARD ?= icebreaker
+BOARD_PRESET_icebreaker := tiny
+BOARD_PRESET_ulx3s := default
+SYNTH_PRESET = $(if $(filter command line,$(origin PRESET)),$(PRESET),$(BOARD_PRESET_$(BOARD)))
+synth: setup
+	$(VENV)/bin/leanattn synth --board $(BOARD) --preset $(SYNTH_PRESET) -o build/synth/$(BOARD)-$(SYNTH_PRESET)
+
+synth-all: setup
+	$(VENV)/bin/leanattn synth --board icebreaker --preset tiny -o build/synth/icebreaker-tiny
+	$(VENV)/bin/leanattn synth --board ulx3s --preset default -o build/synth/ulx3s-default
 
 lint: setup
 	$(VENV)/bin/ruff check gen hdl sim tests fpga

@@ -42,7 +42,8 @@ __all__ = ["BoardTop", "BRAM_BANK_KEYS", "DEFAULT_BAUD", "TIMEOUT_BYTES", "MEMOR
 #: The UART's rate on a board unless told otherwise.
 DEFAULT_BAUD = 115200
 #: Keys per bank on block RAM by default: at ``default`` (64-bit words, 8 per key) a bank of 512
-#: keys is 8 DP16KD, the 8 banks 64 of the ECP5-85F's 208.
+#: keys is 4096 words, 16 DP16KD (two 36-bit halves, 512 words deep), the 8 banks 128 of the
+#: ECP5-85F's 208.
 BRAM_BANK_KEYS = 512
 #: Byte times of silence inside a frame after which the parser drops it (22 ms at 115200 baud).
 TIMEOUT_BYTES = 256

@@ -283,7 +283,10 @@ def build_parser():
     _config_args(p)
     p.set_defaults(func=cmd_demo)
 
-    from .fpga import host
+    from .fpga import host, synth
+    from .sim import perf
+    perf.add_parser(sub)
+    synth.add_parser(sub)
     host.add_parser(sub)
     return parser
 
