@@ -284,6 +284,8 @@ def build_parser():
     p.set_defaults(func=cmd_demo)
 
     from .fpga import host, synth
+    from .sim import perf
+    perf.add_parser(sub)
     synth.add_parser(sub)
     host.add_parser(sub)
     return parser

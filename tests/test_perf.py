@@ -1,0 +1,397 @@
+# amaranth: UnusedElaboratable=no
+"""The cycle model against the RTL: predicted cycles equal ``o_cycles`` of real Verilator runs of
+the system bench (no stalls, two memory latencies); its constants equal the units' documented
+latencies; its closed formulas equal the model; its command line and its errors."""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pytest
+
+from leanattn.cli import UsageError
+from leanattn.hdl.config import PRESETS
+from leanattn.hdl.core import AttentionCore
+from leanattn.hdl.exp2 import Exp2
+from leanattn.hdl.finish import ScaleLookup
+from leanattn.hdl.kvmem import KVBank
+from leanattn.hdl.merge import Merge
+from leanattn.hdl.normalize import Normalizer
+from leanattn.hdl.pv import PVAccumulator
+from leanattn.hdl.skid import SkidBuffer
+from leanattn.hdl.slicemul import SlicedProducts
+from leanattn.hdl.tilebuf import TileBuffer
+from leanattn.hdl.tree import TreeNode
+from leanattn.sim import perf
+from leanattn.sim.configs import TEST_CONFIGS
+from leanattn.sim.job import JobError
+from leanattn.sim.jobgen import random_int_job
+from leanattn.sim.partition import partition, tree_merges
+from leanattn.sim.stream_bench import bench_dir
+from leanattn.sim.system import run_system
+
+# --- the model against the RTL -------------------------------------------------------------------
+
+#: Fast tier, tiny: max_context (1024, one head over both cores), many one-key heads, ragged mixes,
+#: tile +- 1, one tile per core, a head one key past a tile per core, and a job whose cycles depend
+#: on the arbiter pointer the job before left.
+FAST_SHAPES = [
+    [1024], [1] * 8, [15, 17, 1, 32], [3, 1, 4, 1, 5, 9, 2, 6], [16, 16], [33], [40, 7, 20, 2],
+    [1, 47], [31, 1, 1, 1, 1, 1, 1, 30], [2, 1, 2],
+]
+
+
+def random_shapes(cfg, rng, count):
+    """Head lengths of ``count`` jobs: max_context, fixed corner cases, then random mixes of long,
+    tile-sized and very short heads of at most four tiles per core in all (the KV load of a job
+    costs the bench far more time than its run)."""
+    budget = 4 * cfg.tile * cfg.cores
+    shapes = [[cfg.max_context], [1], [cfg.tile - 1, cfg.tile + 1, 1, 2 * cfg.tile],
+              [1] * cfg.max_heads, [cfg.tile] * cfg.cores, [cfg.tile * cfg.cores + 1]]
+    while len(shapes) < count:
+        heads = int(rng.integers(1, cfg.max_heads + 1))
+        top = [budget, 3 * cfg.tile, 4, cfg.tile + 2][int(rng.integers(4))]
+        lengths = rng.integers(1, top + 1, heads)
+        while lengths.sum() > budget:
+            lengths = lengths[:-1]
+        shapes.append([int(n) for n in lengths])
+    return shapes
+
+
+def check_against_rtl(request, cfg, shapes, latency, seed):
+    """Run every job in one Verilator simulation; every job's predicted cycles must equal its
+    o_cycles. Jobs run back to back, so each prediction starts from the arbiter pointer the
+    previous job left."""
+    rng = np.random.default_rng(seed)
+    jobs = [random_int_job(cfg, lengths, rng) for lengths in shapes]
+    _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request),
+                              latency=latency, stall_rate=0, patterns=[("none", "none")], seed=1)
+    assert len(cycles) == len(shapes)
+    held, wrong = 0, []
+    for lengths, measured in zip(shapes, cycles):
+        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held)
+        held = pred.arbiter_held
+        if pred.cycles != measured:
+            wrong.append((lengths, measured, pred.cycles))
+    assert not wrong, f"{len(wrong)} of {len(shapes)} jobs off (lengths, RTL, model): {wrong}"
+
+
+def test_rtl_tiny_fast(request):
+    check_against_rtl(request, PRESETS["tiny"], FAST_SHAPES, latency=2, seed=11)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, latency", [("tiny", 7), ("default", 5)])
+def test_rtl_many_jobs(request, name, latency):
+    cfg = PRESETS[name]
+    check_against_rtl(request, cfg, random_shapes(cfg, np.random.default_rng(23), 24), latency, seed=5)
+
+
+#: Cycle counts measured on Verilator (system bench, no stalls), with the arbiter pointer the job
+#: before left: ``(preset, latency, pointer, lengths, o_cycles)``.
+MEASURED = [
+    ("tiny", 2, 0, [40], 1361),
+    ("tiny", 2, 0, [1] * 8, 1393),
+    ("default", 2, 0, [3, 3, 1, 3, 2, 2, 2, 1, 3, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 3, 1, 2, 3, 1, 1, 2, 1,
+                       3, 1, 3, 3, 3], 629),
+    ("default", 2, 0, [31, 33, 1, 64], 618),
+    ("default", 2, 4, [1] * 32, 599),
+    ("default", 2, 4, [11, 29, 40, 79, 44, 9, 33, 58, 79, 70, 96, 19, 85, 6, 54, 27, 20, 64, 30, 54, 25,
+                       15, 72, 42, 66, 65, 91], 3219),
+    ("default", 2, 4, [1060, 413], 3293),
+    ("default", 2, 4, [3, 2, 4, 4, 4, 1, 3, 4, 3, 1, 3, 3, 4, 3, 1, 1, 3, 4, 3, 1], 431),
+    ("default", 2, 1, [24, 9, 30, 6, 32, 14, 13, 20, 1, 33], 755),
+    ("tiny", 30, 2, [1] * 8, 1421),
+    ("tiny", 30, 2, [36, 48, 37], 2891),
+    ("tiny", 30, 2, [6, 16, 7, 2, 11, 16, 12, 8], 2684),
+    ("tiny", 30, 1, [10, 13, 41, 29, 9, 43, 47], 4328),
+]
+
+
+@pytest.mark.parametrize("name, latency, held, lengths, cycles", MEASURED)
+def test_measured(name, latency, held, lengths, cycles):
+    assert perf.predict(PRESETS[name], lengths, latency=latency, arbiter_held=held).cycles == cycles
+
+
+# --- the constants are the units' ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(TEST_CONFIGS))
+@pytest.mark.parametrize("latency", [0, 3])
+def test_timing_matches_units(name, latency):
+    cfg = TEST_CONFIGS[name]
+    t = perf.timing(cfg, latency)
+    core = AttentionCore(cfg)
+    assert t.bpk == cfg.beats_per_key
+    assert t.logit_latency == core.logit_latency
+    assert t.weight_latency == TileBuffer.latency + Exp2(cfg).latency
+    assert t.pv_latency == PVAccumulator.latency
+    assert t.memory_latency == KVBank.latency + latency
+    assert perf.BANK_LATENCY == KVBank.latency
+    assert perf.ISSUE == AttentionCore.issue_latency
+    assert (t.outstanding, t.k_queue) == (AttentionCore.outstanding, AttentionCore.k_queue)
+    assert t.norm_latency == Normalizer(cfg).latency
+    assert perf.MERGE_STAGES == Merge(cfg).latency
+    assert TreeNode.latency == perf.MERGE_STAGES + SkidBuffer.latency
+    assert ScaleLookup.latency == 1 and SkidBuffer.latency == 1
+    # The single-segment latency the core documents follows from the same constants.
+    n = 3 * cfg.tile + 1
+    assert core.segment_latency(n, memory_latency=t.memory_latency) == (
+        perf.ISSUE + t.memory_latency + cfg.tile * t.bpk - 1 + t.logit_latency + t.weight_latency
+        + 1 + n * t.bpk - 1 + t.pv_latency + t.bpk - 1)
+
+
+@pytest.mark.parametrize("dsp_bits", [9, 16, 17, 18, 27])
+@pytest.mark.parametrize("cycles", [1, 2, 3, 8, 32])
+def test_phases_match_sliced_products(dsp_bits, cycles):
+    for x_range, y_range, count in [((-(1 << 21), 1 << 21), (0, (1 << 16) - 1), 1),
+                                    ((0, 1 << 16), (0, (1 << 16) - 1), 1),
+                                    ((-(1 << 26), (1 << 26) - 1), (0, (1 << 17) - 1), 4),
+                                    ((-5, 5), (0, 3), 3)]:
+        plan = SlicedProducts(x_range=x_range, y_range=y_range, count=count, dsp_bits=dsp_bits, cycles=cycles)
+        assert perf._phases(x_range, y_range, dsp_bits, cycles, count) == plan.phases
+
+
+# --- the closed formulas equal the model ----------------------------------------------------------------
+
+FORMULA_CONFIGS = {
+    **PRESETS,
+    "tiny4": PRESETS["tiny"].replace(cores=4, norm_cycles=2, max_heads=64),
+    "default_r3": PRESETS["default"].replace(norm_cycles=3),
+    "default_c1": PRESETS["default"].replace(cores=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMULA_CONFIGS))
+@pytest.mark.parametrize("latency", [0, 2, 7])
+def test_whole_heads_formula(name, latency):
+    cfg = FORMULA_CONFIGS[name]
+    for m in (1, 2, 3):
+        heads = m * cfg.cores
+        for n in [1, 2, 3, 4, 5, 6, 9, cfg.tile - 1, cfg.tile, cfg.tile + 1, 2 * cfg.tile + 3]:
+            predicted = perf.predict(cfg, [n] * heads, latency=latency).cycles
+            assert perf.whole_heads_cycles(cfg, heads, n, latency=latency) == predicted, (m, n)
+
+
+@pytest.mark.parametrize("name", sorted(FORMULA_CONFIGS))
+@pytest.mark.parametrize("latency", [0, 2, 7])
+def test_split_heads_formula(name, latency):
+    cfg = FORMULA_CONFIGS[name]
+    for heads in [h for h in (1, 2, 4) if h < cfg.cores and cfg.cores % h == 0]:
+        step = cfg.cores // heads
+        for n in range(step, 3 * cfg.tile * step + 1, step * 3):
+            predicted = perf.predict(cfg, [n] * heads, latency=latency).cycles
+            assert perf.split_heads_cycles(cfg, heads, n, latency=latency) == predicted, (heads, n)
+
+
+def test_one_head_any_length():
+    """One head of any n >= cores takes as long as one of cores * ceil(n / cores) keys: the
+    largest share decides."""
+    for cfg in PRESETS.values():
+        for n in range(cfg.cores, 12 * cfg.tile, 5):
+            rounded = cfg.cores * -(-n // cfg.cores)
+            assert perf.predict(cfg, [n]).cycles == perf.split_heads_cycles(cfg, 1, rounded), n
+
+
+def test_formula_errors():
+    cfg = PRESETS["default"]
+    with pytest.raises(ValueError, match=r"heads must be a multiple of cores \(4\), not 6"):
+        perf.whole_heads_cycles(cfg, 6, 10)
+    with pytest.raises(ValueError, match=r"heads must divide cores \(4\) and be fewer, not 4"):
+        perf.split_heads_cycles(cfg, 4, 10)
+    with pytest.raises(ValueError, match=r"n must be a multiple of cores / heads \(2\), not 5"):
+        perf.split_heads_cycles(cfg, 2, 5)
+    with pytest.raises(ValueError, match="n must be at least 1, not 0"):
+        perf.whole_heads_cycles(cfg, 4, 0)
+    with pytest.raises(TypeError, match="heads must be an integer"):
+        perf.whole_heads_cycles(cfg, 4.0, 3)
+    with pytest.raises(ValueError, match="needs head_dim / lanes >= 5"):
+        perf.whole_heads_cycles(cfg.replace(lanes=16, norm_cycles=2), 4, 3)
+
+
+# --- what a prediction holds --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["tiny", "default", "wide"])
+def test_timeline(name):
+    """Event order inside every segment, cut flags and merges as the partition says, the last head
+    out at the job's end, and the value beats counted once."""
+    cfg = PRESETS[name]
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        lengths = [int(n) for n in rng.integers(1, 4 * cfg.tile, int(rng.integers(1, 12)))]
+        pred = perf.predict(cfg, lengths)
+        shares = partition(lengths, cfg.cores)
+        spans = {}
+        for c, segs in enumerate(shares):
+            for s in segs:
+                spans.setdefault(s.head, []).append(c)
+        assert max(pred.head_done.values()) == pred.cycles
+        assert sorted(pred.head_done) == list(range(len(lengths)))
+        assert sum(core.busy for core in pred.cores) == sum(lengths) * cfg.beats_per_key
+        expected = sorted((lv, ix, h) for h, cs in spans.items() for lv, ix in tree_merges(cs[0], cs[-1],
+                                                                                          cfg.cores))
+        assert sorted((g.level, g.index, g.head) for g in pred.merges) == expected
+        for core, segs in zip(pred.cores, shares):
+            assert [(s.head, s.start, s.stop) for s in core.segments] == [(s.head, s.start, s.stop)
+                                                                         for s in segs]
+            prev = None
+            for s in core.segments:
+                assert s.cut == (len(spans[s.head]) > 1)
+                assert s.k_request < s.k_first <= s.k_last < s.tile_close[-1] < s.v_last
+                assert s.v_first < s.v_last < s.partial_first < s.partial_end
+                assert s.v_last - s.v_first + 1 >= s.keys * cfg.beats_per_key
+                assert s.partial_end - s.partial_first + 1 >= cfg.beats_per_key
+                if prev is not None:
+                    assert s.k_first > prev.k_last and s.v_first > prev.partial_end
+                prev = s
+        assert 0 < pred.efficiency < 1
+        assert pred.cycles >= pred.ideal_cycles
+
+
+def test_schedules():
+    """The same datapath fed other segment lists: one head per core is lean when heads == cores;
+    equal chunks of one head are lean's shares when cores divide its length; and whole heads
+    leave cores idle where lean does not."""
+    cfg = PRESETS["default"]
+    equal = [300] * cfg.cores
+    assert perf.predict(cfg, equal, shares=perf.fa2_shares(equal, cfg.cores)).cycles == \
+        perf.predict(cfg, equal).cycles
+    assert perf.predict(cfg, [400], shares=perf.chunked_shares([400], cfg.cores)).cycles == \
+        perf.predict(cfg, [400]).cycles
+    ragged = [2048, 64, 64]
+    fa2 = perf.predict(cfg, ragged, shares=perf.fa2_shares(ragged, cfg.cores))
+    lean = perf.predict(cfg, ragged)
+    assert fa2.cycles > 3 * lean.cycles
+    assert all(not s.cut for core in fa2.cores for s in core.segments)
+    chunked = perf.predict(cfg, ragged, shares=perf.chunked_shares(ragged, cfg.cores, chunks=2))
+    assert [len(core.segments) for core in chunked.cores] == [3, 3, 0, 0]
+    assert chunked.cycles > lean.cycles
+
+
+def test_arbiter_pointer():
+    """The arbiter's round-robin pointer carries over from the job before: with short heads it
+    decides which core's partial waits, and so the cycles (the RTL runs check the chaining)."""
+    cfg = PRESETS["tiny"]
+    assert [perf.predict(cfg, [2, 1, 2], arbiter_held=h).cycles for h in range(3)] == [672, 652, 652]
+    assert perf.predict(cfg, [2, 1, 2]).arbiter_held in range(3)
+
+
+def test_large_job_is_fast():
+    cfg = PRESETS["wide"].replace(cores=16)
+    start = time.perf_counter()
+    pred = perf.predict(cfg, [8192] * 64)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, elapsed
+    assert pred.efficiency > 0.99
+    assert len(pred.head_done) == 64
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+def test_predict_errors():
+    cfg = PRESETS["tiny"]
+    with pytest.raises(ValueError, match="every head length must be at least 1, not 0"):
+        perf.predict(cfg, [3, 0, 2])
+    with pytest.raises(ValueError, match="a job needs at least one head"):
+        perf.predict(cfg, [])
+    with pytest.raises(TypeError, match="lengths must be integers, not float64"):
+        perf.predict(cfg, [1.5, 2.0])
+    with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
+        perf.predict({"cores": 2}, [1])
+    with pytest.raises(ValueError, match="latency must be at least 0, not -1"):
+        perf.predict(cfg, [4], latency=-1)
+    with pytest.raises(TypeError, match="latency must be an integer"):
+        perf.predict(cfg, [4], latency=2.5)
+    with pytest.raises(ValueError, match=r"arbiter_held must be in the range 0..2, not 3"):
+        perf.predict(cfg, [4], arbiter_held=3)
+    with pytest.raises(ValueError, match="shares must hold one segment list per core"):
+        perf.predict(cfg, [4], shares=[[]])
+    with pytest.raises(ValueError, match="the segments of head 0 cover 3 keys, not 4"):
+        perf.predict(cfg, [4], shares=partition([3], 2))
+
+
+def write_job(path, job_lengths, *, d=32, n_max=None, **changes):
+    """A job file of float arrays (ones), with some arrays replaced (or left out: None)."""
+    job_lengths = np.asarray(job_lengths)
+    b, h = job_lengths.shape
+    n_max = n_max or int(job_lengths.max())
+    arrays = {"q": np.ones((b, h, d), np.float32), "k": np.ones((b, h, n_max, d), np.float32),
+              "v": np.ones((b, h, n_max, d), np.float32), "lengths": job_lengths}
+    arrays.update(changes)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_read_job_lengths(tmp_path):
+    cfg = PRESETS["tiny"]
+    # Beyond max_heads (8) and max_context (1024): the model takes any shape.
+    path = write_job(tmp_path / "big.npz", [[2000] * 6, [1] * 6])
+    assert perf.read_job_lengths(path, cfg) == [2000] * 6 + [1] * 6
+    cases = [
+        ({"lengths": np.array([[3, 0]])}, r"lengths\[0, 1\] must be in 1..Nmax \(3\), not 0"),
+        ({"lengths": np.array([[3, 4]])}, r"lengths\[0, 1\] must be in 1..Nmax \(3\), not 4"),
+        ({"v": None}, "the job has no array 'v'"),
+        ({"q": np.ones((1, 2, 16), np.float32)}, "'q' has head_dim 16 but the configuration has head_dim 32"),
+        ({"k": np.ones((1, 2, 3), np.float32)}, r"'k' must have shape \(B, H, Nmax, d\)"),
+        ({"v": np.ones((1, 2, 4, 32), np.float32)}, "'v' must have the shape of 'k'"),
+        ({"lengths": np.array([3.0, 2.0])}, r"'lengths' must have shape \(B, H\)"),
+        ({"lengths": np.array([[3.0, 2.0]])}, "'lengths' must hold integers, not float64"),
+        ({"q": np.ones((1, 2, 32), bool)}, "'q' must hold integers or float16/32/64, not bool"),
+    ]
+    for k, (changes, message) in enumerate(cases):
+        path = write_job(tmp_path / f"bad{k}.npz", [[3, 2]], n_max=3, **changes)
+        with pytest.raises(JobError, match=message):
+            perf.read_job_lengths(path, cfg)
+    with pytest.raises(JobError, match="no job file at"):
+        perf.read_job_lengths(tmp_path / "missing.npz", cfg)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(JobError, match="is not a readable .npz job file"):
+        perf.read_job_lengths(tmp_path / "junk.npz", cfg)
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+def cli(argv):
+    parser = argparse.ArgumentParser(prog="leanattn")
+    perf.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["perf", *argv])
+    return args.func(args)
+
+
+def test_cli_json(tmp_path, capsys):
+    lengths = [[100, 3, 40]]
+    path = write_job(tmp_path / "job.npz", lengths)
+    assert cli([str(path), "--preset", "tiny", "--latency", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    pred = perf.predict(PRESETS["tiny"], [100, 3, 40], latency=5)
+    assert out["cycles"] == pred.cycles
+    assert out["ideal_cycles"] == pred.ideal_cycles == 143 * 32 / 2
+    assert out["efficiency"] == pytest.approx(pred.ideal_cycles / pred.cycles)
+    assert out["busy"] == [core.busy for core in pred.cores]
+    assert (out["heads"], out["keys"], out["latency"], out["config"]) == (3, 143, 5, "tiny")
+    assert "cores" not in out
+    assert cli([str(path), "--preset", "tiny", "--json", "--timeline"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [len(core["segments"]) for core in out["cores"]] == [1, 3]
+    done = perf.predict(PRESETS["tiny"], [100, 3, 40]).head_done
+    assert out["head_done"] == {str(h): c for h, c in done.items()}
+
+
+def test_cli_table(tmp_path, capsys):
+    path = write_job(tmp_path / "job.npz", [[512] * 8], d=64)
+    assert cli([str(path), "--set", "max_heads=4"]) == 0       # beyond max_heads: still predicted
+    text = capsys.readouterr().out
+    pred = perf.predict(PRESETS["default"], [512] * 8)
+    assert text.splitlines()[0].startswith("leanattn perf: default + overrides, 8 heads, 4096 keys")
+    assert f"cycles {pred.cycles}   ideal 8192   efficiency {pred.efficiency:.3f}" in text
+
+
+def test_cli_errors(tmp_path):
+    path = write_job(tmp_path / "job.npz", [[3, 0]], n_max=3)
+    with pytest.raises(UsageError, match=r"lengths\[0, 1\] must be in 1..Nmax \(3\), not 0"):
+        cli([str(path), "--preset", "tiny"])
+    good = write_job(tmp_path / "good.npz", [[3]])
+    with pytest.raises(UsageError, match="--latency must be at least 0, not -2"):
+        cli([str(good), "--preset", "tiny", "--latency", "-2"])
+    with pytest.raises(UsageError, match="invalid configuration: lanes must divide head_dim"):
+        cli([str(good), "--set", "lanes=7"])
