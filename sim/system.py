@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from amaranth.hdl import Shape
+from amaranth.lib import data
 
 from ..hdl.jobload import ERR_NONE
+from ..hdl.kvmem import Kind
 from ..hdl.ports import descriptor_layout, query_layout
 from . import golden
 from .packer import bank_keys_for, pack_kv
@@ -64,6 +67,43 @@ def _bad_streams(cfg, bad):
     return descs, _queries(cfg, q)
 
 
+def _bits(shape, value):
+    """The bits of ``value`` (a dict, list or int) under layout ``shape``: the same number as
+    ``shape.const(value).as_bits()``, without building a constant (hundreds of thousands of beats
+    per simulation)."""
+    if isinstance(shape, data.StructLayout):
+        return sum(_bits(field.shape, value[name]) << field.offset for name, field in shape)
+    if isinstance(shape, data.ArrayLayout):
+        width = Shape.cast(shape.elem_shape).width
+        return sum(_bits(shape.elem_shape, item) << (i * width) for i, item in enumerate(value))
+    return int(getattr(value, "value", value)) & ((1 << Shape.cast(shape).width) - 1)
+
+
+def _load_bits(cfg, packed):
+    """The ``i_load`` payloads (bits of :func:`load_layout`) of a packed job, ``last`` on the final
+    one: the same values as ``load_layout(cfg).const(...)`` of every ``packed.writes()`` item,
+    computed a column at a time (a job of a few thousand keys is a million words at ``tiny``)."""
+    layout = load_layout(cfg)
+    write = layout["write"].shape
+    offset = lambda name: write[name].offset
+    data_offset, elem_bits = offset("data"), cfg.input_bits
+    mask = (1 << elem_bits) - 1
+    head = lambda kind, core, base, addr: ((base << offset("base")) | (kind.value << offset("kind"))
+                                           | (core << offset("bank")) | (addr << offset("addr")))
+    bits = [head(kind, core, 1, packed.window_base[core]) for core in range(cfg.cores) for kind in Kind]
+    for core in range(cfg.cores):
+        words = packed.share_words(core)
+        addr = np.arange(words).astype(object) << offset("addr")
+        for kind, banks in ((Kind.K, packed.k_banks), (Kind.V, packed.v_banks)):
+            elements = (np.asarray(banks[core][:words], dtype=np.int64) & mask).astype(object)
+            value = np.zeros(words, dtype=object)
+            for lane in range(cfg.lanes):
+                value = value | (elements[:, lane] << (data_offset + lane * elem_bits))
+            bits += list(value | addr | head(kind, core, 0, 0))
+    bits[-1] |= 1 << layout["last"].offset
+    return [int(b) for b in bits]
+
+
 def system_vectors(cfg, jobs, *, bank_keys=None):
     """Input and expected output streams (payload bits) of ``jobs`` (:class:`~leanattn.sim.job.Job`
     or :class:`BadJob`), run in order. Returns ``(inputs, outputs, results)``, ``results`` the
@@ -75,11 +115,12 @@ def system_vectors(cfg, jobs, *, bank_keys=None):
     for number, job in enumerate(jobs):
         if isinstance(job, BadJob):
             d, q = _bad_streams(cfg, job)
-            writes = [{"base": 1, "kind": 0, "bank": 0, "addr": 0, "data": [0] * cfg.lanes}]
+            writes = [load_layout(cfg).const({"write": {"base": 1, "kind": 0, "bank": 0, "addr": 0,
+                                                        "data": [0] * cfg.lanes}, "last": 1}).as_bits()]
             error, result = job.error, None
         else:
             packed = pack_kv(cfg, job.lengths, job.k, job.v, bank_keys=bank_keys)
-            writes = list(packed.writes())
+            writes = _load_bits(cfg, packed)
             d, q = _descriptors(cfg, job, packed), _queries(cfg, job.q)
             result = golden.run(cfg, job)
             error = ERR_NONE
@@ -88,13 +129,13 @@ def system_vectors(cfg, jobs, *, bank_keys=None):
                 outs += [{"job": number, "beat": {"head": head, "out": [int(x) for x in beat],
                                                   "last": int(i == len(beats) - 1)}}
                          for i, beat in enumerate(beats)]
-        loads += [{"write": w, "last": int(i == len(writes) - 1)} for i, w in enumerate(writes)]
+        loads += writes
         descs += d
         queries += q
         statuses.append({"job": number, "error": error, "cycles": 0, "mem_error": 0})
         results.append(result)
-    pack = lambda layout, items: [layout.const(item).as_bits() for item in items]
-    inputs = {"i_load": pack(load_layout(cfg), loads), "i_desc": pack(descriptor_layout(cfg), descs),
+    pack = lambda layout, items: [_bits(layout, item) for item in items]
+    inputs = {"i_load": loads, "i_desc": pack(descriptor_layout(cfg), descs),
               "i_query": pack(query_layout(cfg), queries)}
     outputs = {"o_out": pack(tagged_output_layout(cfg), outs), "o_status": pack(status_layout(cfg), statuses)}
     return inputs, outputs, results, bank_keys
@@ -104,18 +145,22 @@ def canonical(cfg):
     """Output order is completion order: compare packets sorted by (job, head); status beats with
     their cycle counts cleared (checked on their own)."""
     out_layout, status = tagged_output_layout(cfg), status_layout(cfg)
+    beat = out_layout["beat"].shape
+    last_at = out_layout["beat"].offset + beat["last"].offset
+    field = lambda offset, shape: lambda bits: (bits >> offset) & ((1 << Shape.cast(shape).width) - 1)
+    job_of = field(out_layout["job"].offset, out_layout["job"].shape)
+    head_of = field(out_layout["beat"].offset + beat["head"].offset, beat["head"].shape)
 
     def packets(items):
         groups, current = [], []
         for bits in items:
             current.append(bits)
-            if out_layout.from_bits(bits).beat.last:
+            if (bits >> last_at) & 1:
                 groups.append(current)
                 current = []
         if current:
             groups.append(current)
-        key = lambda g: (out_layout.from_bits(g[0]).job, out_layout.from_bits(g[0]).beat.head)
-        return [bits for g in sorted(groups, key=key) for bits in g]
+        return [bits for g in sorted(groups, key=lambda g: (job_of(g[0]), head_of(g[0]))) for bits in g]
 
     cycles = status["cycles"]
     mask = ~(((1 << cycles.width) - 1) << cycles.offset)

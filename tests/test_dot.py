@@ -11,6 +11,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
+from tiers import full_pairs
 
 from leanattn.hdl.config import PRESETS, ceil_log2
 from leanattn.hdl.dot import DotProduct, beat_layout, qk_layout
@@ -167,8 +168,7 @@ def test_cocotb_quick(request, simulator):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name, simulator", full_pairs(CONFIGS))
 def test_cocotb_full(request, name, simulator):
     """The extremes and FULL_KEYS random keys under random idle cycles and backpressure; then 100
     keys without stalls for the latency."""

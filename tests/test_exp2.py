@@ -24,6 +24,7 @@ from amaranth.lib import stream
 from amaranth.lib.data import StructLayout
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from tiers import full_pairs
 
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.exp2 import Exp2, exp2_input_layout, exp2_output_layout
@@ -247,8 +248,7 @@ def test_cocotb_quick(request, simulator):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name, simulator", full_pairs(CONFIGS))
 def test_cocotb_full(request, simulator, name):
     """Every vector under random stalls on both sides; the latency checked on a no-stall pass over
     the first few hundred."""

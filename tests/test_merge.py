@@ -23,6 +23,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
+from tiers import full_pairs
 
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.layouts import partial_layout
@@ -380,8 +381,7 @@ def test_cocotb_quick(request, simulator):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name, simulator", full_pairs(CONFIGS))
 def test_cocotb_full(request, simulator, name):
     """>= 10,000 real-segment beats plus extremes and random states under random stalls on both
     sides; the latency checked on a no-stall pass over the first few hundred."""

@@ -36,6 +36,7 @@ from amaranth.hdl import Fragment, Shape
 from amaranth.lib import stream
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
+from tiers import full_pairs
 
 from leanattn.fpga.unit_resources import yosys_command
 from leanattn.hdl.config import PRESETS
@@ -295,8 +296,7 @@ def test_cocotb_quick(request, simulator):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name, simulator", full_pairs(CONFIGS))
 def test_cocotb_full(request, simulator, name):
     """>= 10,000 real beats plus the extremes under random stalls on both sides; the latency and
     the rate checked on a no-stall pass over the first few hundred."""

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from tiers import config_params
+from tiers import config_params, full_pairs
 
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.pv import PVAccumulator, v_layout, weight_layout
@@ -104,8 +104,7 @@ FULL_KEYS = 10_000
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name, simulator", full_pairs(NAMES))
 def test_pv_cocotb_full(name, simulator, request):
     """At least FULL_KEYS random keys in random segments, plus the extremes, under random stalls."""
     cfg = CONFIGS[name]

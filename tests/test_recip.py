@@ -31,6 +31,7 @@ from amaranth.lib import stream
 from amaranth.lib.data import StructLayout
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from tiers import full_pairs
 
 from leanattn.hdl.config import PRESETS, bits_for
 from leanattn.hdl.recip import Reciprocal, recip_input_layout, recip_output_layout
@@ -278,8 +279,7 @@ def run_all(request, simulator, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name, simulator", full_pairs(CONFIGS))
 def test_cocotb_full(request, simulator, name):
     run_all(request, simulator, name)
 

@@ -12,6 +12,7 @@ from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from tiers import full_pairs
 
 from leanattn.fpga.unit_resources import synthesize
 from leanattn.hdl.config import PRESETS
@@ -204,8 +205,7 @@ def test_cocotb_quick(request, simulator):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name, simulator", full_pairs(CONFIGS))
 def test_cocotb_full(request, name, simulator):
     """The extremes and 10,000 random vectors under random idle cycles and backpressure; then 300
     without stalls for the latency and the rate."""

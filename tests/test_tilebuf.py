@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from tiers import config_params
+from tiers import config_params, full_pairs
 
 from leanattn.hdl.tilebuf import TileBuffer, key_layout, score_layout
 from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, design_verilog, verilator_lint
@@ -82,8 +82,7 @@ FULL_KEYS = 10_000
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name, simulator", full_pairs(NAMES))
 def test_tilebuf_cocotb_full(name, simulator, request):
     """At least FULL_KEYS random keys in random segments, plus the extremes, under random stalls."""
     cfg = TEST_CONFIGS[name]
