@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AttentionConfig
 from .layouts import output_layout
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
-from .top import LeanAttention
+from .top import ERROR_BITS, LeanAttention, cycle_bits
 
 __all__ = ["AXIStreamAttention", "axis_interfaces", "byte_width"]
 
@@ -70,6 +70,11 @@ def axis_interfaces(cfg):
 STATUS = {"busy": "o_busy", "done": "o_done", "error": "o_error", "cycles": "o_cycles"}
 
 
+def status_widths(cfg):
+    """Widths of the status ports, those of :class:`LeanAttention`'s members."""
+    return {"busy": 1, "done": 1, "error": ERROR_BITS, "cycles": cycle_bits(cfg)}
+
+
 class AXIStreamAttention(wiring.Component):
     """:class:`LeanAttention` with AXI4-Stream interfaces (see the module docstring).
 
@@ -92,7 +97,6 @@ class AXIStreamAttention(wiring.Component):
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         self._cfg = cfg
-        self._top = LeanAttention(cfg)
         members = {}
         for name, (flow, _, layout, user, last) in axis_interfaces(cfg).items():
             back = Out if flow == In else In
@@ -103,8 +107,8 @@ class AXIStreamAttention(wiring.Component):
                 members[f"{name}_tuser"] = flow(cfg.head_index_bits)
             if last is not None:
                 members[f"{name}_tlast"] = flow(1)
-        for name, member in STATUS.items():
-            members[name] = Out(self._top.signature.members[member].shape)
+        for name, width in status_widths(cfg).items():
+            members[name] = Out(width)
         super().__init__(wiring.Signature(members))
 
     @property
@@ -113,7 +117,7 @@ class AXIStreamAttention(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = top = self._top
+        m.submodules.core = top = LeanAttention(self.cfg)
         for name, (flow, member, layout, user, last) in axis_interfaces(self.cfg).items():
             stream = getattr(top, member)
             tdata = data.View(layout, getattr(self, f"{name}_tdata")[:Shape.cast(layout).width])

@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 from amaranth.hdl import Shape
+from amaranth.lib.wiring import Out
 from test_top import TOP_LINT_WAIVERS
 
-from leanattn.hdl.axis import AXIStreamAttention, axis_interfaces, byte_width
+from leanattn.hdl.axis import STATUS, AXIStreamAttention, axis_interfaces, byte_width
 from leanattn.hdl.config import PRESETS
+from leanattn.hdl.top import LeanAttention
 from leanattn.sim import golden
 from leanattn.sim.cocotb_util import (
     design_verilog,
@@ -36,6 +38,9 @@ def test_ports_are_axis_names_with_byte_widths():
     assert Shape.cast(members["m_axis_out_tuser"].shape).width == cfg.head_index_bits
     assert {f"s_axis_k{c}_tdata" for c in range(cfg.cores)} <= set(members)
     assert byte_width(1) == 8 and byte_width(8) == 8 and byte_width(9) == 16
+    top = LeanAttention(cfg).signature.members
+    for name, member in STATUS.items():
+        assert members[name].shape == top[member].shape and members[name].flow == Out
 
 
 def test_constructor_error():
