@@ -23,7 +23,7 @@ __all__ = [
 GOLDEN_INT_BITS = 62
 
 QUANT_MODES = ("per_tensor", "per_head")
-SCHEDULES   = ("lean",)
+SCHEDULES   = ("lean", "fa2", "flashdecoding")
 
 
 def ceil_log2(n):
@@ -78,7 +78,14 @@ class AttentionConfig:
     max_heads : int
         Most heads (sequences x heads, flattened) in one job.
     schedule : str
-        How a job is split over the cores: ``lean`` (stream-K, equal contiguous shares of keys).
+        How a job is split over the cores (:func:`leanattn.sim.partition.schedule_shares`):
+        ``lean`` (stream-K: equal contiguous shares of keys), ``fa2`` (whole heads, each to the
+        core with the fewest keys so far) or ``flashdecoding`` (each head cut into ``chunks``
+        near-equal chunks on a group of ``chunks`` consecutive cores, the group with the fewest
+        keys so far).
+    chunks : int
+        Chunks per head of ``flashdecoding``: a power of two up to ``cores``, or 0 for ``cores``.
+        Must be 0 for the other schedules.
 
     Inputs
     ------
@@ -128,6 +135,7 @@ class AttentionConfig:
     max_context:       int
     max_heads:         int
     schedule:          str = "lean"
+    chunks:            int = 0
     input_bits:        int = 8
     quant:             str = "per_head"
     logit_int_bits:    int = 8
@@ -168,6 +176,13 @@ class AttentionConfig:
                              f"counter), not {self.tile}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        _field_range("chunks", self.chunks, 0, self.cores)
+        if self.chunks and self.schedule != "flashdecoding":
+            raise ValueError(f"chunks must be 0 unless schedule is flashdecoding (schedule "
+                             f"{self.schedule!r}), not {self.chunks}")
+        if self.chunks and not _is_pow2(self.chunks):
+            raise ValueError(f"chunks must be a power of two (a head's chunks fill one subtree of "
+                             f"the reduction tree), not {self.chunks}")
 
         _field_range("input_bits", self.input_bits, 4, 16)
         if self.quant not in QUANT_MODES:
@@ -203,6 +218,13 @@ class AttentionConfig:
     def beats_per_key(self):
         """Cycles one key (or value) vector takes on a W-lane port: ``head_dim // lanes``."""
         return self.head_dim // self.lanes
+
+    @property
+    def head_chunks(self):
+        """Chunks per head under ``flashdecoding`` (``chunks``, or ``cores`` when 0); 1 otherwise."""
+        if self.schedule != "flashdecoding":
+            return 1
+        return self.chunks or self.cores
 
     @property
     def tree_levels(self):

@@ -1,6 +1,8 @@
-"""The stream-K scheduler: a loaded job's heads split into equal contiguous shares, one per core.
+"""The scheduler: a loaded job's heads split over the cores, as ``cfg.schedule`` says.
 
-:class:`Scheduler` holds the descriptor memory. For each job it
+Under ``lean`` (stream-K) the cores take equal contiguous shares of keys; under ``fa2`` every head
+goes whole to one core (:func:`leanattn.sim.partition.fa2_shares`). :class:`Scheduler` holds the
+descriptor memory. For each ``lean`` job it
 
 1. **scans** the heads once (one head per cycle), finding for every core the head and key where its
    share starts -- core ``c`` takes global keys ``[b[c], b[c+1])`` with ``b[c] = c*q + min(c, r)``,
@@ -9,6 +11,12 @@
 2. hands each core's :class:`SegmentGen` its start; the generators then walk their shares in
    parallel, one segment (the piece of one head inside the share) every two cycles, exactly the
    segments of :func:`leanattn.sim.partition.partition`.
+
+For an ``fa2`` job the same scan gives each head, in order, to the core with the fewest keys so
+far (the lowest-numbered among equals) and links each core's heads into a list (a *link memory*:
+entry ``h`` is the next head of the core that holds head ``h``); each generator starts at its
+core's first head with its core's key count and follows the links, one whole head per segment.
+Scan and generators take the same cycles under both schedules.
 """
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
@@ -52,8 +60,14 @@ def scan_job_layout(cfg):
     })
 
 
-def _read_port_signature(cfg):
-    return ReadPort.Signature(addr_width=cfg.head_index_bits, shape=head_layout(cfg))
+def _read_port_signature(cfg, shape=None):
+    return ReadPort.Signature(addr_width=cfg.head_index_bits,
+                              shape=head_layout(cfg) if shape is None else shape)
+
+
+def _links(cfg):
+    """Whether the schedule walks linked heads (``fa2``) rather than consecutive ones (``lean``)."""
+    return cfg.schedule == "fa2"
 
 
 class SegmentGen(wiring.Component):
@@ -65,9 +79,12 @@ class SegmentGen(wiring.Component):
         The share; ``keys == 0`` (an idle core) gives no segment. Taken only while idle.
     desc : ``In(ReadPort.Signature(...))``
         A read port of the descriptor memory (this unit drives the address).
+    link : ``In(ReadPort.Signature(...))`` (``fa2`` only)
+        A read port of the link memory, at the same address: the core's head after ``head``.
     o_seg : ``Out(stream.Signature(segment_layout(cfg)))``
         ``keys = min(length - offset, left)`` keys of each head in turn, from ``k_base +
-        offset * head_dim`` (offset 0 after the first head).
+        offset * head_dim`` (offset 0 after the first head); the next head is ``head + 1``
+        (``lean``) or the linked one (``fa2``).
 
     Latency: the first segment is valid 2 cycles after the start transfer.
     Throughput: one segment every 2 cycles (a descriptor read, then the segment).
@@ -76,11 +93,14 @@ class SegmentGen(wiring.Component):
     def __init__(self, cfg):
         check_unit_args(cfg, 0)
         self._cfg = cfg
-        super().__init__({
+        members = {
             "i_start": In(stream.Signature(start_layout(cfg))),
             "desc":    In(_read_port_signature(cfg)),
             "o_seg":   Out(stream.Signature(segment_layout(cfg))),
-        })
+        }
+        if _links(cfg):
+            members["link"] = In(_read_port_signature(cfg, cfg.head_index_bits))
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -89,6 +109,9 @@ class SegmentGen(wiring.Component):
         offset = Signal(cfg.length_bits)
         left   = Signal(total_bits(cfg))
         m.d.comb += self.desc.addr.eq(head)
+        if _links(cfg):
+            m.d.comb += self.link.addr.eq(head)
+        following = self.link.data if _links(cfg) else head + 1
 
         # --- this head's segment -----------------------------------------------------------------
         desc = self.desc.data
@@ -120,7 +143,7 @@ class SegmentGen(wiring.Component):
             with m.State("emit"):
                 m.d.comb += self.o_seg.valid.eq(1)
                 with m.If(self.o_seg.ready):
-                    m.d.sync += [head.eq(head + 1), offset.eq(0), left.eq(left - keys)]
+                    m.d.sync += [head.eq(following), offset.eq(0), left.eq(left - keys)]
                     with m.If(left == keys):
                         m.next = "idle"
                     with m.Else():
@@ -186,26 +209,24 @@ class Scheduler(wiring.Component):
         ]
         m.d.comb += [write.data[name].eq(w[name]) for name in head_layout(cfg).members]
 
-        starts = self._scan(m, desc.read_port())
+        link = None
+        if _links(cfg):
+            m.submodules.link = link = Memory(shape=cfg.head_index_bits, depth=cfg.max_heads, init=[])
+        starts = self._scan(m, desc.read_port(), link.write_port() if link is not None else None)
         for c in range(cfg.cores):
             m.submodules[f"gen_{c}"] = gen = SegmentGen(cfg)
             wiring.connect(m, gen.desc, desc.read_port())
+            if link is not None:
+                wiring.connect(m, gen.link, link.read_port())
             wiring.connect(m, starts[c], gen.i_start)
             wiring.connect(m, gen.o_seg, wiring.flipped(getattr(self, f"o_seg_{c}")))
         return m
 
-    def _scan(self, m, port):
+    def _scan(self, m, port, link):
         """The scan FSM; returns each core's start stream."""
         cfg = self._cfg
-        shift = ceil_log2(cfg.cores)
         job = Signal(scan_job_layout(cfg))
         h = Signal(range(cfg.max_heads + 1))           # the head whose descriptor is read
-        start = Signal(total_bits(cfg))                 # its first global key
-        q = job.total >> shift
-        r = job.total & (cfg.cores - 1)
-        bounds = [c * q + Mux(r < c, r, c) if c else 0 for c in range(cfg.cores)]   # min(c, r)
-        share = [q + (r > c) for c in range(cfg.cores)]
-
         found = [Signal(start_layout(cfg), name=f"start_{c}") for c in range(cfg.cores)]
         pending = Signal(cfg.cores)
         streams = []
@@ -215,33 +236,109 @@ class Scheduler(wiring.Component):
             with m.If(s.valid & s.ready):
                 m.d.sync += pending[c].eq(0)
             streams.append(s)
+        walker = _LinkWalk(cfg, found, link) if _links(cfg) else _ShareWalk(cfg, found, self)
 
-        length = port.data.length
         m.d.comb += port.addr.eq(h)
         with m.FSM():
             with m.State("idle"):
                 m.d.comb += self.i_job.ready.eq(pending == 0)
                 with m.If(self.i_job.valid & self.i_job.ready):
-                    m.d.sync += [job.eq(self.i_job.payload), h.eq(0), start.eq(0)]
+                    m.d.sync += [job.eq(self.i_job.payload), h.eq(0)]
+                    walker.begin(m)
                     m.next = "read"
             with m.State("read"):                      # descriptor h is read at this edge
                 m.d.sync += h.eq(h + 1)
                 m.next = "walk"
             with m.State("walk"):                      # port.data is descriptor h - 1
-                for c in range(cfg.cores):
-                    with m.If((start <= bounds[c]) & (bounds[c] < start + length)):
-                        m.d.sync += [found[c].head.eq(h - 1), found[c].offset.eq(bounds[c] - start)]
-                m.d.sync += [start.eq(start + length), h.eq(h + 1)]
+                walker.head(m, job, h - 1, port.data.length)
+                m.d.sync += h.eq(h + 1)
                 with m.If(h == job.heads):
                     m.next = "done"
             with m.State("done"):
-                for c in range(cfg.cores):
-                    m.d.sync += found[c].keys.eq(share[c])
-                if cfg.cores > 1:
-                    for b in range(1, cfg.cores):
-                        m.d.sync += [self.o_cross[b - 1].valid.eq((share[b] != 0) & (found[b].offset != 0)),
-                                     self.o_cross[b - 1].head.eq(found[b].head)]
+                walker.end(m, job)
                 m.d.sync += pending.eq((1 << cfg.cores) - 1)
                 m.d.comb += self.o_scanned.eq(1)
                 m.next = "idle"
         return streams
+
+
+class _ShareWalk:
+    """``lean``: the scan finds each core's start in its equal contiguous share, and the heads
+    crossing the core boundaries."""
+
+    def __init__(self, cfg, found, sched):
+        self.cfg, self.found, self.sched = cfg, found, sched
+        self.start = Signal(total_bits(cfg))         # the first global key of the head scanned
+
+    def _shares(self, total):
+        cfg = self.cfg
+        shift = ceil_log2(cfg.cores)
+        q = total >> shift
+        r = total & (cfg.cores - 1)
+        bounds = [c * q + Mux(r < c, r, c) if c else 0 for c in range(cfg.cores)]   # min(c, r)
+        share = [q + (r > c) for c in range(cfg.cores)]
+        return bounds, share
+
+    def begin(self, m):
+        m.d.sync += self.start.eq(0)
+
+    def head(self, m, job, head, length):
+        bounds, _ = self._shares(job.total)
+        for c, found in enumerate(self.found):
+            with m.If((self.start <= bounds[c]) & (bounds[c] < self.start + length)):
+                m.d.sync += [found.head.eq(head), found.offset.eq(bounds[c] - self.start)]
+        m.d.sync += self.start.eq(self.start + length)
+
+    def end(self, m, job):
+        cfg, found = self.cfg, self.found
+        _, share = self._shares(job.total)
+        for c in range(cfg.cores):
+            m.d.sync += found[c].keys.eq(share[c])
+        if cfg.cores > 1:
+            cross = self.sched.o_cross
+            for b in range(1, cfg.cores):
+                m.d.sync += [cross[b - 1].valid.eq((share[b] != 0) & (found[b].offset != 0)),
+                             cross[b - 1].head.eq(found[b].head)]
+
+
+class _LinkWalk:
+    """``fa2``: the scan gives each head to the core with the fewest keys so far and links each
+    core's heads; ``o_cross`` stays clear (no head is cut)."""
+
+    def __init__(self, cfg, found, link):
+        self.cfg, self.found, self.link = cfg, found, link
+        self.load = [Signal(total_bits(cfg), name=f"load_{c}") for c in range(cfg.cores)]
+        self.last = [Signal(cfg.head_index_bits, name=f"last_{c}") for c in range(cfg.cores)]
+        self.some = Signal(cfg.cores)                # the core holds a head already
+
+    def _least_loaded(self):
+        """The core with the smallest load, the lowest-numbered among equals (a tournament in
+        which the left side wins ties)."""
+        level = [(c, load) for c, load in enumerate(self.load)]
+        while len(level) > 1:
+            pairs = []
+            for (i, a), (j, b) in zip(level[0::2], level[1::2]):
+                left = a <= b
+                pairs.append((Mux(left, i, j), Mux(left, a, b)))
+            level = pairs
+        return level[0][0]
+
+    def begin(self, m):
+        m.d.sync += [load.eq(0) for load in self.load] + [self.some.eq(0)]
+
+    def head(self, m, job, head, length):
+        core = Signal(range(self.cfg.cores), name="least_loaded")
+        m.d.comb += core.eq(self._least_loaded())
+        with m.Switch(core):
+            for c in range(self.cfg.cores):
+                with m.Case(c):
+                    m.d.sync += [self.load[c].eq(self.load[c] + length), self.last[c].eq(head),
+                                 self.some[c].eq(1)]
+                    with m.If(self.some[c]):
+                        m.d.comb += [self.link.en.eq(1), self.link.addr.eq(self.last[c]),
+                                     self.link.data.eq(head)]
+                    with m.Else():
+                        m.d.sync += [self.found[c].head.eq(head), self.found[c].offset.eq(0)]
+
+    def end(self, m, job):
+        m.d.sync += [found.keys.eq(load) for found, load in zip(self.found, self.load)]

@@ -34,7 +34,11 @@ from .schedule import Scheduler
 from .skid import SkidBuffer
 from .tree import ReductionTree
 
-__all__ = ["LeanAttention", "cycle_bits"]
+__all__ = ["LeanAttention", "cycle_bits", "RTL_SCHEDULES"]
+
+#: The schedules (``cfg.schedule``) the generated hardware implements; the golden model and the
+#: cycle model know every schedule of :data:`leanattn.hdl.config.SCHEDULES`.
+RTL_SCHEDULES = ("lean", "fa2")
 
 
 def cycle_bits(cfg):
@@ -110,6 +114,9 @@ class LeanAttention(wiring.Component):
 
     def __init__(self, cfg):
         check_unit_args(cfg, 0)
+        if cfg.schedule not in RTL_SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(RTL_SCHEDULES)} for the hardware "
+                             f"(the golden and cycle models also know the others), not {cfg.schedule!r}")
         self._cfg = cfg
         members = {
             "i_desc":  In(stream.Signature(descriptor_layout(cfg))),

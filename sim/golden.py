@@ -29,7 +29,7 @@ import numpy as np
 
 from ..hdl.config import GOLDEN_INT_BITS
 from ..hdl.tables import exp2_table, lut_read, recip_table
-from .partition import head_spans, partition, tree_reduce
+from .partition import head_spans, schedule_shares, tree_reduce
 
 __all__ = [
     "round_shift", "check_range", "tables", "dot", "score", "tile_schedule", "tile_max", "exp2", "Partial",
@@ -316,14 +316,14 @@ class Result:
 
 
 def run(cfg, job):
-    """Run a job through the datapath: stream-K partition, online softmax per segment, tree merge.
+    """Run a job through the datapath: the schedule's shares, online softmax per segment, tree merge.
 
     ``job`` has flattened-head integer arrays ``q`` ``(h, d)``, ``k``/``v`` ``(h, n_max, d)``,
     ``lengths`` ``(h,)`` and the descriptor fields ``score_mant``, ``score_shift``, ``out_mant``,
     ``out_shift`` ``(h,)`` (see :mod:`leanattn.sim.job`).
     """
     heads = len(job.lengths)
-    shares = partition(job.lengths, cfg.cores)
+    shares = schedule_shares(job.lengths, cfg)
     partials = {}
     for head, segments in sorted(head_spans(shares).items()):
         n = int(job.lengths[head])

@@ -1,18 +1,23 @@
 """The host-side packer: a job's K and V laid out in the per-core banks of :class:`KVMemory`.
 
 Layout (the contract of :mod:`leanattn.hdl.kvmem` and :mod:`leanattn.hdl.ports`): the keys of all
-heads lie end to end in flattened-head order, the stream-K order of
-:func:`leanattn.sim.partition.partition`. With ``head_start[h] = lengths[0] + ... + lengths[h-1]``,
-head ``h`` begins at element address ``k_base[h] = head_start[h] * head_dim`` and element ``e`` of
-its key ``j`` is at ``k_base[h] + j*head_dim + e``; V the same in its own address space
-(``v_base == k_base``). These bases are what the job descriptors carry.
+heads lie end to end, each head contiguous, in *memory order*: the heads sorted by the first core
+that holds a part of them (the schedule's shares, :func:`leanattn.sim.partition.schedule_shares`),
+then by head index. Under ``lean`` that is the flattened head order itself (the stream-K order);
+under ``fa2`` it puts the heads of core 0 first, then those of core 1, and so on. With
+``head_start[h]`` the keys before head ``h`` in that order, head ``h`` begins at element address
+``k_base[h] = head_start[h] * head_dim`` and element ``e`` of its key ``j`` is at ``k_base[h] +
+j*head_dim + e``; V the same in its own address space (``v_base == k_base``). These bases are what
+the job descriptors carry.
 
-Core ``c`` reads the global keys ``[bound[c], bound[c+1])`` (:func:`~leanattn.sim.partition.core_bounds`):
-one contiguous address range, so its K bank and its V bank hold exactly that share, and the
-shares -- and hence the banks' fill -- differ by at most one key. A bank's **window base** is the
-global word address of its first word (a word is ``lanes`` elements): ``bound[c] * head_dim // lanes``.
-Bank word ``i`` of core ``c`` holds global word ``window_base[c] + i``; the words past the share are
-left as they are (zero in :attr:`PackedKV.k_banks`, not written by :meth:`PackedKV.writes`).
+Each core reads one contiguous range of global keys, its **window** ``[lo, hi)``: from the first
+key of its first segment to the last key of its last (under ``lean`` the share ``[bound[c],
+bound[c+1])`` of :func:`~leanattn.sim.partition.core_bounds`, under ``fa2`` its own heads). Its K
+bank and its V bank hold exactly that range. A bank's **window base** is the global word address
+of its first word (a word is ``lanes`` elements): ``lo * head_dim // lanes``. Bank word ``i`` of
+core ``c`` holds global word ``window_base[c] + i``; the words past the window are left as they
+are (zero in :attr:`PackedKV.k_banks`, not written by :meth:`PackedKV.writes`). An idle core's
+window is empty.
 """
 
 from dataclasses import dataclass
@@ -21,9 +26,9 @@ import numpy as np
 
 from ..hdl.config import AttentionConfig
 from ..hdl.kvmem import Kind, max_bank_keys
-from .partition import core_bounds
+from .partition import schedule_shares
 
-__all__ = ["PackedKV", "pack_kv", "bank_keys_for"]
+__all__ = ["PackedKV", "pack_kv", "bank_keys_for", "memory_order"]
 
 
 def _check_cfg(cfg):
@@ -37,14 +42,36 @@ def _check_int(name, value):
     return int(value)
 
 
-def bank_keys_for(cfg, total_keys):
-    """Keys a bank needs for a job of ``total_keys`` keys: the largest share, ``ceil(total / cores)``."""
+def memory_order(cfg, lengths):
+    """The heads in memory order and each core's window ``(lo, hi)`` in global keys (see the module
+    docstring), for a job of ``lengths``: ``(order, head_start, windows)``, ``head_start[h]`` the
+    global key where head ``h`` begins."""
+    shares = schedule_shares(lengths, cfg)
+    first = {}
+    for core, segments in enumerate(shares):
+        for seg in segments:
+            first.setdefault(seg.head, core)
+    order = sorted(range(len(lengths)), key=lambda h: (first[h], h))
+    head_start, at = [0] * len(lengths), 0
+    for h in order:
+        head_start[h], at = at, at + int(lengths[h])
+    windows = []
+    for segments in shares:
+        if segments:
+            windows.append((head_start[segments[0].head] + segments[0].start,
+                            head_start[segments[-1].head] + segments[-1].stop))
+        else:
+            windows.append((at, at))
+    return order, head_start, windows
+
+
+def bank_keys_for(cfg, lengths):
+    """Keys a bank needs for a job of head lengths ``lengths``: the largest window (under
+    ``lean``, the largest share, ``ceil(sum(lengths) / cores)``)."""
     _check_cfg(cfg)
-    total_keys = _check_int("total_keys", total_keys)
-    if not 1 <= total_keys <= max_bank_keys(cfg):
-        raise ValueError(f"total_keys must be in the range 1..{max_bank_keys(cfg)} "
-                         f"(max_heads * max_context), not {total_keys}")
-    return -(-total_keys // cfg.cores)
+    lengths = _check_lengths(cfg, lengths)
+    _, _, windows = memory_order(cfg, lengths)
+    return max(1, max(hi - lo for lo, hi in windows))
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +79,7 @@ class PackedKV:
     """A job's K and V in bank form.
 
     ``k_base``, ``v_base``: element address of each head's first key (descriptor fields).
-    ``bounds``: the global key offsets of the core shares. ``window_base``: each core's window base
+    ``windows``: each core's window ``(lo, hi)`` in global keys. ``window_base``: each core's window base
     (global word address), the same for its K and V bank. ``k_banks``, ``v_banks``: per core, the
     bank image, ``(bank_keys * head_dim // lanes, lanes)`` int64.
     """
@@ -61,7 +88,7 @@ class PackedKV:
     lengths:     tuple
     k_base:      tuple
     v_base:      tuple
-    bounds:      tuple
+    windows:     tuple
     window_base: tuple
     k_banks:     tuple
     v_banks:     tuple
@@ -71,13 +98,14 @@ class PackedKV:
         return self.bank_keys * self.cfg.beats_per_key
 
     def share_words(self, core):
-        """Words of core ``core``'s share (the loaded part of its banks)."""
-        return (self.bounds[core + 1] - self.bounds[core]) * self.cfg.beats_per_key
+        """Words of core ``core``'s window (the loaded part of its banks)."""
+        lo, hi = self.windows[core]
+        return (hi - lo) * self.cfg.beats_per_key
 
     def writes(self):
         """The ``i_write`` payloads of :class:`~leanattn.hdl.kvmem.KVMemory` that load the job, as
         dicts for ``kv_write_layout(cfg).const``: the window base of every bank, then every word of
-        every share (K then V of core 0, core 1, ...)."""
+        every window (K then V of core 0, core 1, ...)."""
         zero = [0] * self.cfg.lanes
         for core in range(self.cfg.cores):
             for kind in Kind:
@@ -136,25 +164,24 @@ def pack_kv(cfg, lengths, k, v, *, bank_keys):
     k = _check_kv(cfg, "k", k, lengths)
     v = _check_kv(cfg, "v", v, lengths)
 
-    head_start = np.concatenate([[0], np.cumsum(lengths)])
-    base = tuple(int(s) * cfg.head_dim for s in head_start[:-1])
-    bounds = tuple(core_bounds(int(head_start[-1]), cfg.cores))
-    for core in range(cfg.cores):
-        need = bounds[core + 1] - bounds[core]
-        if need > bank_keys:
-            raise ValueError(f"bank_keys ({bank_keys}) is too small: core {core} reads {need} keys "
-                             f"(global keys {bounds[core]}..{bounds[core + 1] - 1})")
+    _, head_start, windows = memory_order(cfg, lengths)
+    base = tuple(start * cfg.head_dim for start in head_start)
+    for core, (lo, hi) in enumerate(windows):
+        if hi - lo > bank_keys:
+            raise ValueError(f"bank_keys ({bank_keys}) is too small: core {core} reads {hi - lo} keys "
+                             f"(global keys {lo}..{hi - 1})")
 
     def banks(x):
-        flat = np.concatenate([x[h, :n].astype(np.int64) for h, n in enumerate(lengths)])   # (keys, d)
+        flat = np.zeros((max(hi for _, hi in windows), cfg.head_dim), dtype=np.int64)   # (keys, d)
+        for h, n in enumerate(lengths):
+            flat[head_start[h]:head_start[h] + n] = x[h, :n]
         images = []
-        for core in range(cfg.cores):
+        for lo, hi in windows:
             image = np.zeros((bank_keys, cfg.head_dim), dtype=np.int64)
-            share = flat[bounds[core]:bounds[core + 1]]
-            image[:len(share)] = share
+            image[:hi - lo] = flat[lo:hi]
             images.append(image.reshape(-1, cfg.lanes))
         return tuple(images)
 
     return PackedKV(cfg=cfg, bank_keys=bank_keys, lengths=lengths, k_base=base, v_base=base,
-                    bounds=bounds, window_base=tuple(b * cfg.beats_per_key for b in bounds[:-1]),
+                    windows=tuple(windows), window_base=tuple(lo * cfg.beats_per_key for lo, _ in windows),
                     k_banks=banks(k), v_banks=banks(v))

@@ -11,13 +11,29 @@ first and its last segment). The reduction tree is the perfect binary tree over 
 partials of one head are combined at every tree node where both subtrees hold a partial of that head
 (:func:`tree_reduce`), so a head spanning ``k`` cores takes exactly ``k - 1`` merges, in a pairing
 that depends only on which cores it spans.
+
+Two more schedules run on the same hardware, for comparison (:func:`schedule_shares`):
+
+* ``fa2`` (FlashAttention-2 style, :func:`fa2_shares`): whole heads. Head by head, in order, each
+  goes to the core with the fewest keys so far (the lowest-numbered among equals) -- the static
+  form of "a core takes the next head when it is free", so that a job's schedule, and with it its
+  cycle count, does not depend on memory timing. No head is cut; the tree has nothing to do.
+* ``flashdecoding`` (:func:`flashdecoding_shares`): the cores form groups of ``k = chunks``
+  consecutive cores (``k`` a power of two, so a group is one subtree of the reduction tree). Head
+  by head, each goes to the group with the fewest keys so far; its ``p = min(k, n)`` chunks, chunk
+  ``j`` holding keys ``[j*n//p, (j+1)*n//p)``, go to the group's first ``p`` cores in order. The
+  tree merges each head inside its group's subtree.
+
+Under every schedule a core processes its segments in increasing head order, and every head's
+partials sit on cores that :func:`tree_reduce` combines the same way.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Segment", "partition", "core_bounds", "head_spans", "tree_reduce", "tree_merges"]
+__all__ = ["Segment", "partition", "core_bounds", "head_spans", "tree_reduce", "tree_merges",
+           "fa2_shares", "flashdecoding_shares", "schedule_shares"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +60,16 @@ def core_bounds(total, cores):
     return [c * q + min(c, r) for c in range(cores + 1)]
 
 
-def partition(lengths, cores):
-    """Segments of each core, in processing order: a list of ``cores`` lists of :class:`Segment`."""
+def _head_lengths(lengths):
     lengths = [int(n) for n in np.asarray(lengths).reshape(-1)]
     if any(n < 1 for n in lengths):
         raise ValueError("every head length must be at least 1")
+    return lengths
+
+
+def partition(lengths, cores):
+    """Segments of each core, in processing order: a list of ``cores`` lists of :class:`Segment`."""
+    lengths = _head_lengths(lengths)
     starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
     bounds = core_bounds(int(starts[-1]), cores)
     shares = []
@@ -64,6 +85,45 @@ def partition(lengths, cores):
             head += 1
         shares.append(segments)
     return shares
+
+
+def _least_loaded(load):
+    """The index of the smallest entry, the first among equals."""
+    return min(range(len(load)), key=load.__getitem__)
+
+
+def fa2_shares(lengths, cores):
+    """Whole heads: each, in order, to the core with the fewest keys so far (the first such)."""
+    return flashdecoding_shares(lengths, cores, 1)
+
+
+def flashdecoding_shares(lengths, cores, chunks):
+    """Each head in ``min(chunks, n)`` near-equal chunks on the least-loaded group of ``chunks``
+    consecutive cores (see the module docstring); ``chunks`` a power of two up to ``cores``."""
+    lengths = _head_lengths(lengths)
+    if not (1 <= chunks <= cores and chunks & (chunks - 1) == 0 and cores % chunks == 0):
+        raise ValueError(f"chunks must be a power of two in the range 1..{cores}, not {chunks}")
+    load = [0] * (cores // chunks)
+    shares = [[] for _ in range(cores)]
+    for head, n in enumerate(lengths):
+        group = _least_loaded(load)
+        load[group] += n
+        parts = min(chunks, n)
+        for j in range(parts):
+            core = group * chunks + j
+            shares[core].append(Segment(core, head, j * n // parts, (j + 1) * n // parts))
+    return shares
+
+
+def schedule_shares(lengths, cfg):
+    """The segments of every core under ``cfg.schedule`` (``lean``, ``fa2`` or ``flashdecoding``)."""
+    if cfg.schedule == "lean":
+        return partition(lengths, cfg.cores)
+    if cfg.schedule == "fa2":
+        return fa2_shares(lengths, cfg.cores)
+    if cfg.schedule == "flashdecoding":
+        return flashdecoding_shares(lengths, cfg.cores, cfg.head_chunks)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
 def head_spans(shares):

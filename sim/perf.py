@@ -40,11 +40,11 @@ Cycles count from the job's first input transfer (cycle 0) to its last output be
    once or waits for the arbiter, for a full leaf buffer or for the tree decides when that core's
    next segment may start, so the cores and the downstream are advanced together in time order.
 
-The partition is an input: :func:`predict` takes any segment list per core (``shares``), so other
-schedules (:func:`fa2_shares`, :func:`chunked_shares`) run through the same timing model. Those
-are estimates for the same datapath fed differently: only ``lean`` exists in the RTL. A head cut
-across cores is merged at every tree node whose two subtrees hold a part of it, as
-:func:`leanattn.sim.partition.tree_merges`.
+The partition is an input: :func:`predict` takes the segment list of every core from the
+configuration's schedule (:func:`leanattn.sim.partition.schedule_shares`: ``lean``, ``fa2`` or
+``flashdecoding``), or any other list given as ``shares``. A head cut across cores is merged at
+every tree node whose two subtrees hold a part of it, as :func:`leanattn.sim.partition.tree_reduce`
+pairs them.
 
 Cost: closed forms per segment and per tile, and one step per downstream cycle in which a beat
 moves (about ``heads * bpk * norm_cycles`` steps): a 524288-key job of 64 heads on 16 cores takes
@@ -113,12 +113,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..hdl.config import AttentionConfig, bits_for, ceil_log2
-from .partition import Segment, partition
+from .partition import schedule_shares
 
 __all__ = [
     "Timing", "timing", "predict", "Prediction", "SegmentTiming", "CoreTimeline", "Merge",
-    "lean_shares", "fa2_shares", "chunked_shares", "whole_heads_cycles",
-    "split_heads_cycles", "read_job_lengths", "add_parser", "run", "report",
+    "whole_heads_cycles", "split_heads_cycles", "read_job_lengths", "add_parser", "run", "report",
 ]
 
 
@@ -240,39 +239,6 @@ def _check_latency(latency):
         raise TypeError(f"latency must be an integer, not {latency!r}")
     if latency < 0:
         raise ValueError(f"latency must be at least 0, not {latency}")
-
-
-# --- schedules: the segment list of every core --------------------------------------------------------
-
-def lean_shares(lengths, cores):
-    """Stream-K: equal contiguous shares of keys (the hardware's schedule)."""
-    return partition(lengths, cores)
-
-
-def fa2_shares(lengths, cores):
-    """One whole head at a time per core: each head, in order, goes to the core with the fewest
-    keys so far (the first such core)."""
-    load = [0] * cores
-    shares = [[] for _ in range(cores)]
-    for head, n in enumerate(_lengths(lengths)):
-        core = min(range(cores), key=lambda c: load[c])
-        shares[core].append(Segment(core, head, 0, n))
-        load[core] += n
-    return shares
-
-
-def chunked_shares(lengths, cores, chunks=None):
-    """Flash-decoding: every head cut into ``chunks`` (default ``cores``) near-equal chunks, chunk
-    ``i`` of every head on core ``i % cores``."""
-    chunks = cores if chunks is None else chunks
-    shares = [[] for _ in range(cores)]
-    for head, n in enumerate(_lengths(lengths)):
-        parts = min(chunks, n)
-        bounds = [i * n // parts for i in range(parts + 1)]
-        for i in range(parts):
-            core = i % cores
-            shares[core].append(Segment(core, head, bounds[i], bounds[i + 1]))
-    return shares
 
 
 def _lengths(lengths):
@@ -728,7 +694,8 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0):
     """The cycles of a job (head lengths ``lengths``, flattened heads) on ``cfg``, for a memory that
     answers ``latency`` cycles later than the bank alone and no stalls.
 
-    ``shares``: the segments of every core (default :func:`lean_shares`, the hardware's schedule).
+    ``shares``: the segments of every core (default: those of ``cfg.schedule``,
+    :func:`~leanattn.sim.partition.schedule_shares`).
     ``arbiter_held``: the packet arbiter's round-robin pointer when the job starts (0 after reset;
     :attr:`Prediction.arbiter_held` of the job before, to chain jobs). Returns a :class:`Prediction`.
     """
@@ -736,7 +703,7 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0):
     _check_latency(latency)
     lengths = _lengths(lengths)
     t = timing(cfg, latency)
-    shares = lean_shares(lengths, cfg.cores) if shares is None else shares
+    shares = schedule_shares(lengths, cfg) if shares is None else shares
     _check_shares(shares, lengths, cfg.cores)
     inputs = cfg.cores + 1 if cfg.cores > 1 else 1         # the arbiter's: every core, the tree
     if (not isinstance(arbiter_held, (int, np.integer)) or isinstance(arbiter_held, bool)

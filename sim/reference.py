@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from ..hdl.tables import exp2_table, lut_read, recip_error_bound, recip_table
-from .partition import head_spans, partition
+from .partition import head_spans, schedule_shares
 from .quant import score_scale_value
 
 __all__ = [
@@ -141,7 +141,7 @@ def bound_terms(cfg, job, head, *, segments=None):
     :func:`datapath_error_bound`; ``bound`` is the result, in output units)."""
     F, P = cfg.logit_frac_bits, cfg.exp_frac_bits
     if segments is None:
-        segments = head_spans(partition(job.lengths, cfg.cores))[head]
+        segments = head_spans(schedule_shares(job.lengths, cfg))[head]
     n = int(job.lengths[head])
     q = np.asarray(job.q[head], dtype=np.float64)
     k = np.asarray(job.k[head, :n], dtype=np.float64)
@@ -285,6 +285,6 @@ def datapath_error_bound(cfg, job, head):
 
 def datapath_error_bounds(cfg, job):
     """:func:`datapath_error_bound` of every head of ``job``: float64 ``(flat_heads,)``."""
-    spans = head_spans(partition(job.lengths, cfg.cores))
+    spans = head_spans(schedule_shares(job.lengths, cfg))
     return np.array([bound_terms(cfg, job, h, segments=spans[h])["bound"]
                      for h in range(len(job.lengths))])

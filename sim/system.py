@@ -110,7 +110,7 @@ def system_vectors(cfg, jobs, *, bank_keys=None):
     golden :class:`~leanattn.sim.golden.Result` of each good job (None for a bad one)."""
     good = [job for job in jobs if not isinstance(job, BadJob)]
     if bank_keys is None:
-        bank_keys = max([bank_keys_for(cfg, int(np.sum(job.lengths))) for job in good] or [1])
+        bank_keys = max([bank_keys_for(cfg, job.lengths) for job in good] or [1])
     loads, descs, queries, outs, statuses, results = [], [], [], [], [], []
     for number, job in enumerate(jobs):
         if isinstance(job, BadJob):

@@ -1,10 +1,11 @@
 """The host-side packer: every key's elements at ``k_base + j*head_dim`` in the bank of the core that
-reads it (the core of its segment in :func:`~leanattn.sim.partition.partition`), shares balanced
-to within one key, and the write stream that loads exactly those banks.
+reads it (the core of its segment in :func:`~leanattn.sim.partition.schedule_shares`), under
+``lean`` shares balanced to within one key, and the write stream that loads exactly those banks.
 
-The reference is the partition and the input arrays themselves: each segment's keys ``k[head,
-start:stop]`` must sit, in order, at the bank offset its address ``k_base[head] + start*head_dim``
-gives relative to the core's window base.
+The reference is the schedule's shares and the input arrays themselves: heads lie end to end in
+memory order (by first core, then index); each segment's keys ``k[head, start:stop]`` must sit, in
+order, at the bank offset its address ``k_base[head] + start*head_dim`` gives relative to the
+core's window base.
 """
 
 import re
@@ -18,7 +19,7 @@ from leanattn.hdl.config import PRESETS
 from leanattn.hdl.kvmem import Kind, kv_write_layout, max_bank_keys
 from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.packer import PackedKV, bank_keys_for, pack_kv
-from leanattn.sim.partition import partition
+from leanattn.sim.partition import core_bounds, schedule_shares
 
 #: Beside the test configurations: one core, eight cores over a short head, lanes == head_dim.
 EXTRA_CONFIGS = {
@@ -28,6 +29,8 @@ EXTRA_CONFIGS = {
     "one_beat":   PRESETS["tiny"].replace(head_dim=4, lanes=4, cores=4, max_context=100, max_heads=9),
 }
 CONFIGS = {**TEST_CONFIGS, **EXTRA_CONFIGS}
+#: Whole heads per core (fa2): each core's heads lie together.
+CONFIGS |= {f"{name}-fa2": CONFIGS[name].replace(schedule="fa2") for name in ("default", "eight_core")}
 
 #: Most elements of one k array a property example builds (heads x longest length x head_dim):
 #: lengths reach max_context with few heads and heads reach max_heads with shorter lengths.
@@ -55,14 +58,20 @@ def jobs(draw, cfg):
 
 
 def check_packed(cfg, lengths, k, v, packed):
-    """The layout contract, from the partition and the arrays."""
+    """The layout contract, from the schedule's shares and the arrays."""
     d, lanes = cfg.head_dim, cfg.lanes
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    assert packed.k_base == tuple(int(s) * d for s in starts[:-1])
+    shares = schedule_shares(lengths, cfg)
+    first = {}
+    for core, segments in enumerate(shares):
+        for seg in segments:
+            first.setdefault(seg.head, core)
+    order = sorted(range(len(lengths)), key=lambda h: (first[h], h))
+    starts = np.concatenate([[0], np.cumsum([lengths[h] for h in order])])
+    assert packed.k_base == tuple(int(starts[order.index(h)]) * d for h in range(len(lengths)))
     assert packed.v_base == packed.k_base
-    shares = partition(lengths, cfg.cores)
     sizes = [sum(seg.length for seg in segments) for segments in shares]
-    assert max(sizes) - min(sizes) <= 1                     # balanced to within one key
+    if cfg.schedule == "lean":
+        assert max(sizes) - min(sizes) <= 1                 # balanced to within one key
     assert max(sizes) <= packed.bank_keys
     for core, segments in enumerate(shares):
         window = packed.window_base[core] * lanes           # element address of bank word 0
@@ -89,7 +98,7 @@ def test_layout_property(name, data):
     cfg = CONFIGS[name]
     lengths = data.draw(jobs(cfg))
     k, v = random_kv(cfg, lengths, data.draw(st.integers(0, 1 << 30)))
-    bank_keys = bank_keys_for(cfg, sum(lengths)) + data.draw(st.sampled_from([0, 0, 1, 7]))
+    bank_keys = bank_keys_for(cfg, lengths) + data.draw(st.sampled_from([0, 0, 1, 7]))
     bank_keys = min(bank_keys, max_bank_keys(cfg))
     check_packed(cfg, lengths, k, v, pack_kv(cfg, lengths, k, v, bank_keys=bank_keys))
 
@@ -101,8 +110,11 @@ def test_bank_keys_for_is_the_largest_share(name, data):
     cfg = CONFIGS[name]
     lengths = data.draw(st.lists(st.integers(1, cfg.max_context), min_size=1, max_size=cfg.max_heads))
     total = sum(lengths)
-    sizes = [sum(seg.length for seg in segments) for segments in partition(lengths, cfg.cores)]
-    assert bank_keys_for(cfg, total) == max(sizes) == -(-total // cfg.cores)
+    sizes = [sum(seg.length for seg in segments) for segments in schedule_shares(lengths, cfg)]
+    assert bank_keys_for(cfg, lengths) == max(sizes)
+    if cfg.schedule == "lean":
+        assert max(sizes) == -(-total // cfg.cores)
+        assert sizes == list(np.diff(core_bounds(total, cfg.cores)))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -114,7 +126,7 @@ def test_extremes(name):
     heads = max(1, min(cfg.max_heads, ELEMENT_BUDGET // (longest * cfg.head_dim)))
     for lengths in ([longest] * heads, [1] * cfg.max_heads, [1], [longest, 1, longest]):
         k, v = random_kv(cfg, lengths, len(lengths))
-        packed = pack_kv(cfg, lengths, k, v, bank_keys=bank_keys_for(cfg, sum(lengths)))
+        packed = pack_kv(cfg, lengths, k, v, bank_keys=bank_keys_for(cfg, lengths))
         check_packed(cfg, lengths, k, v, packed)
 
 
@@ -144,7 +156,7 @@ def test_writes_load_the_banks(name):
     rng = np.random.default_rng(5)
     lengths = list(rng.integers(1, min(cfg.max_context, 24) + 1, min(cfg.max_heads, 5)))
     k, v = random_kv(cfg, lengths, 6)
-    packed = pack_kv(cfg, lengths, k, v, bank_keys=bank_keys_for(cfg, sum(lengths)) + 2)
+    packed = pack_kv(cfg, lengths, k, v, bank_keys=bank_keys_for(cfg, lengths) + 2)
     banks, bases = apply_writes(cfg, packed)
     items = list(packed.writes())
     assert len(items) == 2 * cfg.cores + 2 * sum(lengths) * cfg.beats_per_key
@@ -161,7 +173,7 @@ def test_idle_cores():
     cfg = EXTRA_CONFIGS["eight_core"]
     k, v = random_kv(cfg, [3], 1)
     packed = pack_kv(cfg, [3], k, v, bank_keys=1)
-    assert packed.bounds == (0, 1, 2, 3, 3, 3, 3, 3, 3)
+    assert packed.windows == ((0, 1), (1, 2), (2, 3)) + ((3, 3),) * 5
     assert [packed.share_words(c) for c in range(8)] == [5, 5, 5, 0, 0, 0, 0, 0]
     assert packed.window_base == (0, 5, 10, 15, 15, 15, 15, 15)
     check_packed(cfg, [3], k, v, packed)
@@ -172,7 +184,7 @@ def test_result_type():
     k, v = random_kv(cfg, [5, 9], 0)
     packed = pack_kv(cfg, [5, 9], k, v, bank_keys=7)
     assert isinstance(packed, PackedKV)
-    assert packed.bank_words == 7 * 32 and packed.lengths == (5, 9) and packed.bounds == (0, 7, 14)
+    assert packed.bank_words == 7 * 32 and packed.lengths == (5, 9) and packed.windows == ((0, 7), (7, 14))
     assert packed.k_base == (0, 5 * 32) and packed.window_base == (0, 7 * 32)
 
 
@@ -244,11 +256,24 @@ def test_config_errors():
         pack_kv(PRESETS["tiny"], [4], k, v, 4)
 
 
-@pytest.mark.parametrize(("total", "error", "message"), [
-    (0, ValueError, "total_keys must be in the range 1..8192 (max_heads * max_context), not 0"),
-    (8193, ValueError, "total_keys must be in the range 1..8192 (max_heads * max_context), not 8193"),
-    (1.5, TypeError, "total_keys must be an integer, not 1.5"),
+@pytest.mark.parametrize(("lengths", "error", "message"), [
+    ([], ValueError, "the number of heads must be in the range 1..8 (max_heads), not 0"),
+    ([1025], ValueError, "the length of head 0 must be in the range 1..1024 (max_context), not 1025"),
+    ([1.5], TypeError, "lengths must be integers, not float64"),
 ])
-def test_bank_keys_for_errors(total, error, message):
+def test_bank_keys_for_errors(lengths, error, message):
     with pytest.raises(error, match=re.escape(message)):
-        bank_keys_for(PRESETS["tiny"], total)
+        bank_keys_for(PRESETS["tiny"], lengths)
+
+
+def test_fa2_layout():
+    """Under fa2 each core's heads lie together, the heads of core 0 first: the windows are the
+    cores' own heads, back to back."""
+    cfg = PRESETS["default"].replace(schedule="fa2")        # 4 cores
+    lengths = [10, 3, 4, 5, 6, 2]                           # cores 0, 1, 2, 3, 1, 2
+    k, v = random_kv(cfg, lengths, 2)
+    packed = pack_kv(cfg, lengths, k, v, bank_keys=bank_keys_for(cfg, lengths))
+    assert packed.bank_keys == 10
+    assert packed.windows == ((0, 10), (10, 19), (19, 25), (25, 30))
+    assert packed.k_base == tuple(x * cfg.head_dim for x in (0, 10, 19, 25, 13, 23))
+    check_packed(cfg, lengths, k, v, packed)

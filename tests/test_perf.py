@@ -81,6 +81,15 @@ def test_rtl_tiny_fast(request):
     check_against_rtl(request, PRESETS["tiny"], FAST_SHAPES, latency=2, seed=11)
 
 
+@pytest.mark.parametrize("name, latency", [
+    ("tiny", 2), pytest.param("default", 5, marks=pytest.mark.slow)])
+def test_rtl_fa2(request, name, latency):
+    """The fa2 schedule in the RTL (whole heads on the least-loaded core): bit-exact, and the
+    model's cycles on every job."""
+    cfg = PRESETS[name].replace(schedule="fa2")
+    check_against_rtl(request, cfg, random_shapes(cfg, np.random.default_rng(29), 16), latency, seed=7)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, latency", [("tiny", 7), ("default", 5)])
 def test_rtl_many_jobs(request, name, latency):
@@ -249,22 +258,21 @@ def test_timeline(name):
 
 
 def test_schedules():
-    """The same datapath fed other segment lists: one head per core is lean when heads == cores;
-    equal chunks of one head are lean's shares when cores divide its length; and whole heads
+    """The same datapath fed by the other schedules: one head per core is lean when heads ==
+    cores; a head in ``cores`` chunks is lean's shares when cores divide its length; whole heads
     leave cores idle where lean does not."""
     cfg = PRESETS["default"]
+    fa2, fd = cfg.replace(schedule="fa2"), cfg.replace(schedule="flashdecoding")
     equal = [300] * cfg.cores
-    assert perf.predict(cfg, equal, shares=perf.fa2_shares(equal, cfg.cores)).cycles == \
-        perf.predict(cfg, equal).cycles
-    assert perf.predict(cfg, [400], shares=perf.chunked_shares([400], cfg.cores)).cycles == \
-        perf.predict(cfg, [400]).cycles
+    assert perf.predict(fa2, equal).cycles == perf.predict(cfg, equal).cycles
+    assert perf.predict(fd, [400]).cycles == perf.predict(cfg, [400]).cycles
     ragged = [2048, 64, 64]
-    fa2 = perf.predict(cfg, ragged, shares=perf.fa2_shares(ragged, cfg.cores))
+    whole = perf.predict(fa2, ragged)
     lean = perf.predict(cfg, ragged)
-    assert fa2.cycles > 3 * lean.cycles
-    assert all(not s.cut for core in fa2.cores for s in core.segments)
-    chunked = perf.predict(cfg, ragged, shares=perf.chunked_shares(ragged, cfg.cores, chunks=2))
-    assert [len(core.segments) for core in chunked.cores] == [3, 3, 0, 0]
+    assert whole.cycles > 3 * lean.cycles
+    assert all(not s.cut for core in whole.cores for s in core.segments)
+    chunked = perf.predict(cfg.replace(schedule="flashdecoding", chunks=2), ragged)
+    assert [len(core.segments) for core in chunked.cores] == [1, 1, 2, 2]
     assert chunked.cycles > lean.cycles
 
 

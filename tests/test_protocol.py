@@ -126,7 +126,7 @@ def test_kv_load_compact(name):
     cfg = TEST_CONFIGS[name]
     rng = np.random.default_rng(3)
     job = random_int_job(cfg, [40, 7, 81], rng)
-    packed = pack_kv(cfg, job.lengths, job.k, job.v, bank_keys=bank_keys_for(cfg, 128))
+    packed = pack_kv(cfg, job.lengths, job.k, job.v, bank_keys=bank_keys_for(cfg, [128]))
     writes = list(packed.writes())
     encoded = P.encode_kv_writes(cfg, writes)
     layout = kv_write_layout(cfg)

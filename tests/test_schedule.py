@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""Scheduler: every core's segments and every boundary crossing, exactly the golden partition."""
+"""Scheduler: every core's segments and every boundary crossing, exactly the golden model's shares
+under each schedule the hardware implements."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from amaranth.sim import Simulator
 from leanattn.hdl.jobload import descriptor_write_layout
 from leanattn.hdl.schedule import Scheduler, SegmentGen, scan_job_layout
 from leanattn.sim.configs import TEST_CONFIGS
-from leanattn.sim.partition import head_spans, partition
+from leanattn.sim.partition import head_spans, schedule_shares
 
 #: The test configurations, and wider ones for the scan: 8 and 16 cores, 3 of 16 idle at times.
 CONFIGS = {
@@ -17,6 +18,9 @@ CONFIGS = {
     "cores8":  TEST_CONFIGS["default"].replace(cores=8, max_heads=12, max_context=300),
     "cores16": TEST_CONFIGS["tiny"].replace(cores=16, max_heads=9, max_context=40),
 }
+#: The same under fa2 (whole heads on the least-loaded core).
+CONFIGS |= {f"{name}-fa2": CONFIGS[name].replace(schedule="fa2")
+            for name in ("tiny", "default", "cores8", "cores16")}
 
 
 def random_jobs(cfg, rng, count):
@@ -50,7 +54,7 @@ def descriptors(cfg, lengths, rng):
 
 
 def expected_segments(cfg, lengths, descs):
-    shares = partition(lengths, cfg.cores)
+    shares = schedule_shares(lengths, cfg)
     return [[dict(head=s.head, keys=s.length,
                   k_addr=descs[s.head]["k_base"] + s.start * cfg.head_dim,
                   v_addr=descs[s.head]["v_base"] + s.start * cfg.head_dim,
@@ -60,7 +64,7 @@ def expected_segments(cfg, lengths, descs):
 
 def expected_cross(cfg, lengths):
     cross = [None] * (cfg.cores - 1)
-    for head, segments in head_spans(partition(lengths, cfg.cores)).items():
+    for head, segments in head_spans(schedule_shares(lengths, cfg)).items():
         for seg in segments[1:]:
             cross[seg.core - 1] = head
     return cross
@@ -96,7 +100,7 @@ def run_jobs(cfg, jobs, rng, *, stall=0.3):
             cross = ([ctx.get(dut.o_cross[b].head) if ctx.get(dut.o_cross[b].valid) else None
                       for b in range(cfg.cores - 1)] if cfg.cores > 1 else [])
             per_job.append((cross, cycles))
-            expected = [e + len(s) for e, s in zip(expected, partition(lengths, cfg.cores))]
+            expected = [e + len(s) for e, s in zip(expected, schedule_shares(lengths, cfg))]
             while [len(c) for c in collected] != expected:
                 await ctx.tick()
             await ctx.tick().repeat(8)           # anything extra would arrive by now
