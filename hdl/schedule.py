@@ -1,7 +1,8 @@
 """The scheduler: a loaded job's heads split over the cores, as ``cfg.schedule`` says.
 
 Under ``lean`` (stream-K) the cores take equal contiguous shares of keys; under ``fa2`` every head
-goes whole to one core (:func:`leanattn.sim.partition.fa2_shares`). :class:`Scheduler` holds the
+goes whole to one core, under ``flashdecoding`` in chunks to a group of cores
+(:func:`leanattn.sim.partition.schedule_shares`). :class:`Scheduler` holds the
 descriptor memory. For each ``lean`` job it
 
 1. **scans** the heads once (one head per cycle), finding for every core the head and key where its
@@ -16,7 +17,11 @@ For an ``fa2`` job the same scan gives each head, in order, to the core with the
 far (the lowest-numbered among equals) and links each core's heads into a list (a *link memory*:
 entry ``h`` is the next head of the core that holds head ``h``); each generator starts at its
 core's first head with its core's key count and follows the links, one whole head per segment.
-Scan and generators take the same cycles under both schedules.
+A ``flashdecoding`` job is scanned the same way over groups of ``head_chunks`` cores; every
+generator of a group walks the group's heads and takes its own chunk of each (skipping heads too
+short to have one), and the scan marks which heads have chunks on which part of a group
+(``o_split``, for the reduction tree). Scan and generators take the same cycles under every
+schedule, a skipped head as many as a segment.
 """
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
@@ -66,33 +71,49 @@ def _read_port_signature(cfg, shape=None):
 
 
 def _links(cfg):
-    """Whether the schedule walks linked heads (``fa2``) rather than consecutive ones (``lean``)."""
-    return cfg.schedule == "fa2"
+    """Whether the schedule walks linked heads (``fa2``, ``flashdecoding``) rather than
+    consecutive ones (``lean``)."""
+    return cfg.schedule != "lean"
 
 
 class SegmentGen(wiring.Component):
     """Walks one core's share: from ``(head, offset)``, ``keys`` keys, one segment per head.
 
+    Parameters
+    ----------
+    cfg : AttentionConfig
+    position : int
+        ``flashdecoding`` only: the core's place in its group (``core % head_chunks``), which
+        chunk of every head it takes.
+
     Members
     -------
     i_start : ``In(stream.Signature(start_layout(cfg)))``
-        The share; ``keys == 0`` (an idle core) gives no segment. Taken only while idle.
+        The share; ``keys == 0`` (an idle core) gives no segment. Taken only while idle. Under
+        ``flashdecoding``, ``keys`` counts the group's heads, not keys (and ``offset`` is unused).
     desc : ``In(ReadPort.Signature(...))``
         A read port of the descriptor memory (this unit drives the address).
-    link : ``In(ReadPort.Signature(...))`` (``fa2`` only)
-        A read port of the link memory, at the same address: the core's head after ``head``.
+    link : ``In(ReadPort.Signature(...))`` (``fa2`` and ``flashdecoding``)
+        A read port of the link memory, at the same address: the core's (or group's) head after
+        ``head``.
     o_seg : ``Out(stream.Signature(segment_layout(cfg)))``
-        ``keys = min(length - offset, left)`` keys of each head in turn, from ``k_base +
-        offset * head_dim`` (offset 0 after the first head); the next head is ``head + 1``
-        (``lean``) or the linked one (``fa2``).
+        ``lean`` and ``fa2``: ``keys = min(length - offset, left)`` keys of each head in turn, from
+        ``k_base + offset * head_dim`` (offset 0 after the first head); the next head is
+        ``head + 1`` (``lean``) or the linked one (``fa2``). ``flashdecoding``: chunk ``j =
+        position`` of every linked head of ``n`` keys, keys ``[j*n//p, (j+1)*n//p)`` with ``p =
+        min(head_chunks, n)``; a head with ``n <= j`` has no chunk here and is skipped.
 
     Latency: the first segment is valid 2 cycles after the start transfer.
-    Throughput: one segment every 2 cycles (a descriptor read, then the segment).
+    Throughput: one head every 2 cycles (a descriptor read, then the segment or the skip).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, position=0):
         check_unit_args(cfg, 0)
+        if not isinstance(position, int) or not 0 <= position < cfg.head_chunks:
+            raise ValueError(f"position must be in the range 0..{cfg.head_chunks - 1} (head_chunks), "
+                             f"not {position!r}")
         self._cfg = cfg
+        self._position = position
         members = {
             "i_start": In(stream.Signature(start_layout(cfg))),
             "desc":    In(_read_port_signature(cfg)),
@@ -113,23 +134,27 @@ class SegmentGen(wiring.Component):
             m.d.comb += self.link.addr.eq(head)
         following = self.link.data if _links(cfg) else head + 1
 
-        # --- this head's segment -----------------------------------------------------------------
+        # --- this head's segment: its first key, its keys, and what it takes of the share ---------
         desc = self.desc.data
-        rest = Signal(cfg.length_bits)
-        keys = Signal(cfg.length_bits)
-        seg  = self.o_seg.payload
+        if cfg.schedule == "flashdecoding":
+            first, keys, empty = self._chunk(m, desc.length)
+            used = 1                                    # the share counts heads
+        else:
+            first, keys, empty = offset, Signal(cfg.length_bits), 0
+            rest = desc.length - offset
+            m.d.comb += keys.eq(Mux(left < rest, left, rest))
+            used = keys
+        seg = self.o_seg.payload
         m.d.comb += [
-            rest.eq(desc.length - offset),
-            keys.eq(Mux(left < rest, left, rest)),
             seg.head.eq(head),
-            seg.k_addr.eq(desc.k_base + offset * cfg.head_dim),
-            seg.v_addr.eq(desc.v_base + offset * cfg.head_dim),
+            seg.k_addr.eq(desc.k_base + first * cfg.head_dim),
+            seg.v_addr.eq(desc.v_base + first * cfg.head_dim),
             seg.keys.eq(keys),
             seg.score_mant.eq(desc.score_mant),
             seg.score_shift.eq(desc.score_shift),
         ]
 
-        # --- walk: read the head's descriptor, then emit its segment -----------------------------
+        # --- walk: read the head's descriptor, then emit its segment (or skip the head) ----------
         with m.FSM():
             with m.State("idle"):
                 m.d.comb += self.i_start.ready.eq(1)
@@ -141,14 +166,32 @@ class SegmentGen(wiring.Component):
             with m.State("read"):
                 m.next = "emit"
             with m.State("emit"):
-                m.d.comb += self.o_seg.valid.eq(1)
-                with m.If(self.o_seg.ready):
-                    m.d.sync += [head.eq(following), offset.eq(0), left.eq(left - keys)]
-                    with m.If(left == keys):
+                m.d.comb += self.o_seg.valid.eq(~empty)
+                with m.If(self.o_seg.ready | empty):
+                    m.d.sync += [head.eq(following), offset.eq(0), left.eq(left - used)]
+                    with m.If(left == used):
                         m.next = "idle"
                     with m.Else():
                         m.next = "read"
         return m
+
+    def _chunk(self, m, n):
+        """``flashdecoding``: the first key, the keys and the emptiness of this core's chunk of a
+        head of ``n`` keys (``head_chunks`` a power of two, so ``j*n//p`` is a shift when ``n >=
+        p``, and every chunk is one key when ``n < p``)."""
+        cfg, j = self._cfg, self._position
+        shift = ceil_log2(cfg.head_chunks)
+        first = Signal(cfg.length_bits, name="chunk_first")
+        keys  = Signal(cfg.length_bits, name="chunk_keys")
+        empty = Signal(name="chunk_empty")
+        whole = n >= cfg.head_chunks
+        lo, hi = (j * n) >> shift, ((j + 1) * n) >> shift
+        m.d.comb += [
+            first.eq(Mux(whole, lo, j)),
+            keys.eq(Mux(whole, hi - lo, 1)),
+            empty.eq(n <= j),
+        ]
+        return first, keys, empty
 
 
 class Scheduler(wiring.Component):
@@ -169,6 +212,9 @@ class Scheduler(wiring.Component):
     o_cross : ``Out(data.ArrayLayout(cross_layout(cfg), cores - 1))`` (``cores > 1``)
         Entry ``b - 1``: the head crossing boundary ``b``; set when the scan ends, held until the
         next job's scan ends.
+    o_split : ``Out(data.ArrayLayout(max_heads, head_chunks - 1))`` (``flashdecoding``, ``head_chunks > 1``)
+        Entry ``o - 1``, bit ``h``: head ``h`` has more than ``o`` keys, so it has a chunk on the
+        cores from ``o`` on in its group (set during the scan, held until the next job's scan).
     o_scanned : ``Out(1)``
         A one-cycle pulse when a job's scan ends (``o_cross`` valid from the next cycle).
 
@@ -192,6 +238,8 @@ class Scheduler(wiring.Component):
             members[f"o_seg_{c}"] = Out(stream.Signature(segment_layout(cfg)))
         if cfg.cores > 1:
             members["o_cross"] = Out(data.ArrayLayout(cross_layout(cfg), cfg.cores - 1))
+        if cfg.head_chunks > 1:
+            members["o_split"] = Out(data.ArrayLayout(cfg.max_heads, cfg.head_chunks - 1))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -214,7 +262,7 @@ class Scheduler(wiring.Component):
             m.submodules.link = link = Memory(shape=cfg.head_index_bits, depth=cfg.max_heads, init=[])
         starts = self._scan(m, desc.read_port(), link.write_port() if link is not None else None)
         for c in range(cfg.cores):
-            m.submodules[f"gen_{c}"] = gen = SegmentGen(cfg)
+            m.submodules[f"gen_{c}"] = gen = SegmentGen(cfg, c % cfg.head_chunks)
             wiring.connect(m, gen.desc, desc.read_port())
             if link is not None:
                 wiring.connect(m, gen.link, link.read_port())
@@ -236,9 +284,10 @@ class Scheduler(wiring.Component):
             with m.If(s.valid & s.ready):
                 m.d.sync += pending[c].eq(0)
             streams.append(s)
-        walker = _LinkWalk(cfg, found, link) if _links(cfg) else _ShareWalk(cfg, found, self)
+        walker = _LinkWalk(cfg, found, link, self) if _links(cfg) else _ShareWalk(cfg, found, self)
 
-        m.d.comb += port.addr.eq(h)
+        scanned = Signal(cfg.head_index_bits)         # h - 1, the head whose descriptor is out
+        m.d.comb += [port.addr.eq(h), scanned.eq(h - 1)]
         with m.FSM():
             with m.State("idle"):
                 m.d.comb += self.i_job.ready.eq(pending == 0)
@@ -250,7 +299,7 @@ class Scheduler(wiring.Component):
                 m.d.sync += h.eq(h + 1)
                 m.next = "walk"
             with m.State("walk"):                      # port.data is descriptor h - 1
-                walker.head(m, job, h - 1, port.data.length)
+                walker.head(m, job, scanned, port.data.length)
                 m.d.sync += h.eq(h + 1)
                 with m.If(h == job.heads):
                     m.next = "done"
@@ -302,19 +351,24 @@ class _ShareWalk:
 
 
 class _LinkWalk:
-    """``fa2``: the scan gives each head to the core with the fewest keys so far and links each
-    core's heads; ``o_cross`` stays clear (no head is cut)."""
+    """``fa2`` and ``flashdecoding``: the scan gives each head to the group of ``head_chunks``
+    cores (one core under ``fa2``) with the fewest keys so far and links each group's heads;
+    ``o_cross`` stays clear. Under ``flashdecoding`` it also sets, for every offset ``o`` of a
+    tree node's right half inside a group, bit ``h`` of ``o_split[o - 1]`` when head ``h`` has more
+    than ``o`` keys (a chunk on that half)."""
 
-    def __init__(self, cfg, found, link):
-        self.cfg, self.found, self.link = cfg, found, link
-        self.load = [Signal(total_bits(cfg), name=f"load_{c}") for c in range(cfg.cores)]
-        self.last = [Signal(cfg.head_index_bits, name=f"last_{c}") for c in range(cfg.cores)]
-        self.some = Signal(cfg.cores)                # the core holds a head already
+    def __init__(self, cfg, found, link, sched):
+        self.cfg, self.found, self.link, self.sched = cfg, found, link, sched
+        self.size = cfg.head_chunks
+        groups = cfg.cores // self.size
+        self.load  = [Signal(total_bits(cfg), name=f"load_{g}") for g in range(groups)]
+        self.count = [Signal(range(cfg.max_heads + 1), name=f"count_{g}") for g in range(groups)]
+        self.last  = [Signal(cfg.head_index_bits, name=f"last_{g}") for g in range(groups)]
 
     def _least_loaded(self):
-        """The core with the smallest load, the lowest-numbered among equals (a tournament in
+        """The group with the smallest load, the lowest-numbered among equals (a tournament in
         which the left side wins ties)."""
-        level = [(c, load) for c, load in enumerate(self.load)]
+        level = [(g, load) for g, load in enumerate(self.load)]
         while len(level) > 1:
             pairs = []
             for (i, a), (j, b) in zip(level[0::2], level[1::2]):
@@ -324,21 +378,29 @@ class _LinkWalk:
         return level[0][0]
 
     def begin(self, m):
-        m.d.sync += [load.eq(0) for load in self.load] + [self.some.eq(0)]
+        m.d.sync += [load.eq(0) for load in self.load] + [count.eq(0) for count in self.count]
 
     def head(self, m, job, head, length):
-        core = Signal(range(self.cfg.cores), name="least_loaded")
-        m.d.comb += core.eq(self._least_loaded())
-        with m.Switch(core):
-            for c in range(self.cfg.cores):
-                with m.Case(c):
-                    m.d.sync += [self.load[c].eq(self.load[c] + length), self.last[c].eq(head),
-                                 self.some[c].eq(1)]
-                    with m.If(self.some[c]):
-                        m.d.comb += [self.link.en.eq(1), self.link.addr.eq(self.last[c]),
+        group = 0
+        if len(self.load) > 1:
+            group = Signal(range(len(self.load)), name="least_loaded")
+            m.d.comb += group.eq(self._least_loaded())
+        with m.Switch(group):
+            for g in range(len(self.load)):
+                with m.Case(g):
+                    m.d.sync += [self.load[g].eq(self.load[g] + length), self.last[g].eq(head),
+                                 self.count[g].eq(self.count[g] + 1)]
+                    with m.If(self.count[g] != 0):
+                        m.d.comb += [self.link.en.eq(1), self.link.addr.eq(self.last[g]),
                                      self.link.data.eq(head)]
                     with m.Else():
-                        m.d.sync += [self.found[c].head.eq(head), self.found[c].offset.eq(0)]
+                        for c in range(g * self.size, (g + 1) * self.size):
+                            m.d.sync += [self.found[c].head.eq(head), self.found[c].offset.eq(0)]
+        for offset in range(1, self.size):
+            m.d.sync += self.sched.o_split[offset - 1].bit_select(head, 1).eq(length > offset)
 
     def end(self, m, job):
-        m.d.sync += [found.keys.eq(load) for found, load in zip(self.found, self.load)]
+        for c, found in enumerate(self.found):
+            g = c // self.size
+            share = self.count[g] if self.cfg.schedule == "flashdecoding" else self.load[g]
+            m.d.sync += found.keys.eq(share)

@@ -38,7 +38,7 @@ __all__ = ["LeanAttention", "cycle_bits", "RTL_SCHEDULES"]
 
 #: The schedules (``cfg.schedule``) the generated hardware implements; the golden model and the
 #: cycle model know every schedule of :data:`leanattn.hdl.config.SCHEDULES`.
-RTL_SCHEDULES = ("lean", "fa2")
+RTL_SCHEDULES = ("lean", "fa2", "flashdecoding")
 
 
 def cycle_bits(cfg):
@@ -187,16 +187,18 @@ class LeanAttention(wiring.Component):
         if cfg.cores == 1:
             return [cores[0].o_partial]
         m.submodules.tree = tree = ReductionTree(cfg)
-        m.d.comb += tree.i_cross.eq(sched.o_cross)
+        if cfg.schedule != "flashdecoding":
+            m.d.comb += tree.i_cross.eq(sched.o_cross)
+        elif cfg.head_chunks > 1:
+            m.d.comb += tree.i_split.eq(sched.o_split)
         finals = []
         for c, core in enumerate(cores):
             part = core.o_partial
             cut = Signal(name=f"cut_{c}")
-            crossings = [sched.o_cross[b - 1] for b in (c, c + 1) if 1 <= b < cfg.cores]
-            m.d.comb += cut.eq(_any(x.valid & (x.head == part.payload.head) for x in crossings))
+            m.d.comb += cut.eq(self._is_cut(sched, c, part.payload.head))
             # A core's first partial may be cut: it waits in the tree until the core on its left
             # has finished its share. A buffer of one whole partial per leaf lets the core go on
-            # meanwhile (its only other cut partial is its last).
+            # meanwhile (under lean its only other cut partial is its last).
             buffer = SyncFIFOBuffered(width=partial_layout(cfg).size, depth=cfg.beats_per_key)
             m.submodules[f"leaf_buffer_{c}"] = buffer
             tree_in = getattr(tree, f"i_leaf_{c}")
@@ -211,6 +213,16 @@ class LeanAttention(wiring.Component):
             ]
             finals.append(local)
         return finals + [tree.o_partial]
+
+    def _is_cut(self, sched, core, head):
+        """Whether core ``core``'s partial of ``head`` goes to the tree: ``lean``, the head crosses
+        one of the core's boundaries; ``flashdecoding``, it has more than one key (a chunk on a
+        second core); ``fa2``, never."""
+        cfg = self._cfg
+        if cfg.schedule == "flashdecoding":
+            return sched.o_split[0].bit_select(head, 1) if cfg.head_chunks > 1 else 0
+        crossings = [sched.o_cross[b - 1] for b in (core, core + 1) if 1 <= b < cfg.cores]
+        return _any(x.valid & (x.head == head) for x in crossings)
 
     def _control(self, m, loader, sched):
         """Job control: start a loaded job or reject it, count finished heads, status."""

@@ -9,6 +9,14 @@ spanning cores ``first .. last`` crosses the boundaries ``first + 1 .. last``, s
 exactly the nodes of :func:`~leanattn.sim.partition.tree_merges` and leaves the root as one partial,
 bit for bit :func:`leanattn.sim.golden.reduce_partials`.
 
+Under ``flashdecoding`` a head's partials sit on the first ``p`` cores of one group of
+``head_chunks`` cores (a subtree), and every core of a group takes the group's heads in the same
+order. A node inside a group's subtree, whose right half starts ``o`` cores into the group,
+merges every head with more than ``o`` keys (``i_split``, from the scheduler); nodes above the
+groups merge nothing. On both inputs of such a node the heads arrive in increasing order and the
+right input's heads are a subset of the left's, so when both fronts are heads that merge there
+they are the same head, and the node rule below holds unchanged.
+
 Node rule (:class:`TreeNode`). A packet is one partial, ``head_dim // lanes`` beats. If the front
 packet of either input is not the node's crossing head, it passes (the left input first when both
 qualify); when both fronts are the crossing head, they merge. A packet, once started, holds the
@@ -61,9 +69,11 @@ class TreeNode(wiring.Component):
 
     Members
     -------
-    i_cross : ``In(cross_layout(cfg))``
+    i_cross : ``In(cross_layout(cfg))`` (``lean``, ``fa2``)
         The head crossing this node's boundary, if any (``valid``); stable while a job's packets
         are in the node.
+    i_heads : ``In(max_heads)`` (``flashdecoding``)
+        Bit ``h`` set: head ``h`` merges at this node; stable while a job's packets are in the node.
     i_a, i_b : ``In(stream.Signature(partial_layout(cfg)))``
         The left and the right subtree's packets. Per job, each side delivers exactly one packet
         of the crossing head (if ``i_cross.valid``). ``ready`` depends on both inputs' ``valid``
@@ -90,8 +100,10 @@ class TreeNode(wiring.Component):
         _check_cfg(cfg)
         self._cfg = cfg
         layout = partial_layout(cfg)
+        rule = ({"i_heads": In(cfg.max_heads)} if cfg.schedule == "flashdecoding" else
+                {"i_cross": In(cross_layout(cfg))})
         super().__init__({
-            "i_cross":   In(cross_layout(cfg)),
+            **rule,
             "i_a":       In(stream.Signature(layout)),
             "i_b":       In(stream.Signature(layout)),
             "o_partial": Out(stream.Signature(layout)),
@@ -103,7 +115,7 @@ class TreeNode(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a, b, cross = self.i_a, self.i_b, self.i_cross
+        a, b = self.i_a, self.i_b
 
         # --- the merge pipe, then the output register slice ----------------------------------------
         m.submodules.merge = merge = Merge(self._cfg)
@@ -121,8 +133,8 @@ class TreeNode(wiring.Component):
         a_cross = Signal(name="a_cross")   # the front packet is the crossing head
         b_cross = Signal(name="b_cross")
         m.d.comb += [
-            a_cross.eq(cross.valid & (a.payload.head == cross.head)),
-            b_cross.eq(cross.valid & (b.payload.head == cross.head)),
+            a_cross.eq(self._merges(a.payload.head)),
+            b_cross.eq(self._merges(b.payload.head)),
             route.eq(Mux(held != Route.IDLE,   held,
                      Mux(a.valid & ~a_cross,   Route.PASS_A,
                      Mux(b.valid & ~b_cross,   Route.PASS_B,
@@ -153,6 +165,13 @@ class TreeNode(wiring.Component):
         return m
 
 
+    def _merges(self, head):
+        """Whether a packet of ``head`` waits for its partner here."""
+        if self._cfg.schedule == "flashdecoding":
+            return self.i_heads.bit_select(head, 1)
+        return self.i_cross.valid & (head == self.i_cross.head)
+
+
 class ReductionTree(wiring.Component):
     """The segmented reduction of cut heads over the cores: ``log2(cores)`` levels of :class:`TreeNode`.
 
@@ -174,14 +193,17 @@ class ReductionTree(wiring.Component):
 
     Members
     -------
-    i_cross : ``In(data.ArrayLayout(cross_layout(cfg), cfg.cores - 1))``
+    i_cross : ``In(data.ArrayLayout(cross_layout(cfg), cfg.cores - 1))`` (``lean``, ``fa2``)
         Not a stream: entry ``b - 1`` is the head crossing boundary ``b`` (between cores ``b - 1``
         and ``b``), if any. It must stay stable from a job's first leaf beat until the last beat
         of its last cut head has left ``o_partial`` (every leaf packet of a job belongs to a head
         that leaves, so the tree is empty then).
+    i_split : ``In(data.ArrayLayout(max_heads, head_chunks - 1))`` (``flashdecoding``, ``head_chunks > 1``)
+        Not a stream: bit ``h`` of entry ``o - 1`` is set when head ``h`` has more than ``o`` keys
+        (:class:`~leanattn.hdl.schedule.Scheduler`'s ``o_split``); stable like ``i_cross``.
     i_leaf_0 ... i_leaf_{cores-1} : ``In(stream.Signature(partial_layout(cfg)))``
-        Core ``c``'s partials of its cut heads (at most two per job: its first and its last
-        segment), ``head_dim // lanes`` beats each with ``last`` on the final one.
+        Core ``c``'s partials of its cut heads (under ``lean`` at most two per job: its first and
+        its last segment), ``head_dim // lanes`` beats each with ``last`` on the final one.
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         The final state of every cut head, once; ``valid`` and ``payload`` are registers.
 
@@ -202,8 +224,14 @@ class ReductionTree(wiring.Component):
                              f"across cores), not {cfg.cores}")
         self._cfg = cfg
         layout = partial_layout(cfg)
+        if cfg.schedule != "flashdecoding":
+            rule = {"i_cross": In(data.ArrayLayout(cross_layout(cfg), cfg.cores - 1))}
+        elif cfg.head_chunks > 1:
+            rule = {"i_split": In(data.ArrayLayout(cfg.max_heads, cfg.head_chunks - 1))}
+        else:
+            rule = {}
         super().__init__({
-            "i_cross":   In(data.ArrayLayout(cross_layout(cfg), cfg.cores - 1)),
+            **rule,
             **{f"i_leaf_{core}": In(stream.Signature(layout)) for core in range(cfg.cores)},
             "o_partial": Out(stream.Signature(layout)),
         })
@@ -227,6 +255,16 @@ class ReductionTree(wiring.Component):
         """Cycles from a leaf beat to the root's output beat, without stalls or waiting."""
         return self._cfg.tree_levels * TreeNode.latency
 
+    def _rule(self, m, node, level, index):
+        """Tell node ``(level, index)`` which heads merge there."""
+        cfg = self._cfg
+        if cfg.schedule != "flashdecoding":
+            m.d.comb += node.i_cross.eq(self.i_cross[self.boundary(level, index) - 1])
+        elif 1 << level <= cfg.head_chunks:                  # inside a group: split at offset o
+            o = self.boundary(level, index) % cfg.head_chunks
+            m.d.comb += node.i_heads.eq(self.i_split[o - 1])
+        # Above the groups the node merges nothing (i_heads stays 0).
+
     def elaborate(self, platform):
         m = Module()
 
@@ -238,7 +276,7 @@ class ReductionTree(wiring.Component):
                 m.submodules[f"node_{level}_{index}"] = node = TreeNode(self._cfg)
                 wiring.connect(m, below[2 * index], node.i_a)
                 wiring.connect(m, below[2 * index + 1], node.i_b)
-                m.d.comb += node.i_cross.eq(self.i_cross[self.boundary(level, index) - 1])
+                self._rule(m, node, level, index)
                 here.append(node.o_partial)
             below = here
 

@@ -263,6 +263,8 @@ def _lengths(lengths):
 class SegmentTiming:
     """One segment on one core, with the cycles of its events (transfers, from the job's start).
 
+    ``skipped``: heads the segment generator passed over just before this segment (under
+    ``flashdecoding``, heads too short to have a chunk on this core; 2 cycles each).
     ``k_enter``: its transfer into the core; ``k_request``: its K request; ``k_first`` /
     ``k_last``: its first and last K beat;
     ``tile_close``: when each of its tiles closed (last logit into the tile buffer); ``v_first`` /
@@ -273,6 +275,7 @@ class SegmentTiming:
     start:         int
     stop:          int
     cut:           bool
+    skipped:       int = 0
     k_request:     int = 0
     k_first:       int = 0
     k_last:        int = 0
@@ -359,7 +362,7 @@ def _k_side(t, segs, first_offer):
     b = t.bpk
     taken, issued, bank = [], [], []       # segment transfer, K request, the bank's first read
     for j, seg in enumerate(segs):
-        offer = first_offer if j == 0 else taken[j - 1] + GEN_INTERVAL
+        offer = (first_offer if j == 0 else taken[j - 1] + GEN_INTERVAL) + GEN_INTERVAL * seg.skipped
         # The K command queue has room once the request k_queue segments back has left.
         enter = max(offer, issued[j - t.k_queue] + 1) if j >= t.k_queue else offer
         request = enter + ISSUE
@@ -703,7 +706,8 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0):
     _check_latency(latency)
     lengths = _lengths(lengths)
     t = timing(cfg, latency)
-    shares = schedule_shares(lengths, cfg) if shares is None else shares
+    scheduled = shares is None
+    shares = schedule_shares(lengths, cfg) if scheduled else shares
     _check_shares(shares, lengths, cfg.cores)
     inputs = cfg.cores + 1 if cfg.cores > 1 else 1         # the arbiter's: every core, the tree
     if (not isinstance(arbiter_held, (int, np.integer)) or isinstance(arbiter_held, bool)
@@ -722,9 +726,11 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0):
         if len(cs) > 1:
             for node in _merge_nodes(cs, cfg.cores):
                 merges_at.setdefault(node, set()).add(head)
+    skips = _skips(cfg, shares) if scheduled else [[0] * len(segs) for segs in shares]
     timelines, sources = [], []
     for c, segs in enumerate(shares):
-        segs = [SegmentTiming(s.head, s.start, s.stop, len(spans[s.head]) > 1) for s in segs]
+        segs = [SegmentTiming(s.head, s.start, s.stop, len(spans[s.head]) > 1, skip)
+                for s, skip in zip(segs, skips[c])]
         timelines.append(CoreTimeline(c, segs, t.bpk))
         if segs:
             _k_side(t, segs, first_offer)
@@ -736,6 +742,25 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0):
     return Prediction(cycles=last_in + t.norm_latency, ideal_cycles=sum(lengths) * t.bpk / cfg.cores,
                       first_segment=first_offer, cores=timelines, merges=record["merges"],
                       head_done=record["head_done"], arbiter_held=held)
+
+
+def _skips(cfg, shares):
+    """Per core, the heads its segment generator skips before each segment. Under
+    ``flashdecoding`` every generator of a group walks all the group's heads (the heads of the
+    group's first core, which has a chunk of each) and skips those without a chunk for it; under
+    the other schedules a generator never skips."""
+    if cfg.schedule != "flashdecoding":
+        return [[0] * len(segs) for segs in shares]
+    k = cfg.head_chunks
+    skips = []
+    for c, segs in enumerate(shares):
+        walk = {seg.head: i for i, seg in enumerate(shares[c - c % k])}
+        at, row = -1, []
+        for seg in segs:
+            row.append(walk[seg.head] - at - 1)
+            at = walk[seg.head]
+        skips.append(row)
+    return skips
 
 
 def _check_shares(shares, lengths, cores):

@@ -119,7 +119,7 @@ def test_set_overrides_a_config_file(capsys, tmp_path):
     ("head_dim=0", ["head_dim must be in the range 1..4096, not 0"]),
     ("input_bits=17", ["input_bits must be in the range 4..16, not 17"]),
     ("quant=per_row", ["quant must be one of per_tensor, per_head, not 'per_row'"]),
-    ("schedule=", ["schedule must be one of lean, not ''"]),
+    ("schedule=", ["schedule must be one of lean, fa2, flashdecoding, not ''"]),
 ])
 def test_bad_override(capsys, tmp_path, override, fragments):
     status, out, err = run(capsys, "config", "--set", override)

@@ -2,7 +2,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leanattn.sim.partition import core_bounds, head_spans, partition, tree_merges, tree_reduce
+from leanattn.hdl.config import PRESETS
+from leanattn.sim.partition import (
+    core_bounds,
+    fa2_shares,
+    flashdecoding_shares,
+    head_spans,
+    partition,
+    schedule_shares,
+    tree_merges,
+    tree_reduce,
+)
 
 CORES = st.sampled_from([1, 2, 4, 8, 16])
 
@@ -112,3 +122,56 @@ def test_invalid_lengths():
         partition([3, 0], 2)
     with pytest.raises(ValueError, match="at least one leaf"):
         tree_reduce({}, 4, lambda a, b: a)
+
+
+# --- the comparison schedules ---------------------------------------------------------------------
+
+def check_grouped(lengths, cores, chunks, shares):
+    """fa2 / flashdecoding: each head on the first min(chunks, n) cores of one group, in chunks
+    j*n//p .. (j+1)*n//p; a core's heads in increasing order; each head to the group with the
+    fewest keys before it (the first such)."""
+    assert len(shares) == cores
+    spans = head_spans(shares)
+    assert sorted(spans) == list(range(len(lengths)))
+    load = [0] * (cores // chunks)
+    for head, n in enumerate(lengths):
+        segs = spans[head]
+        group = segs[0].core // chunks
+        assert group == min(range(len(load)), key=lambda g: (load[g], g))
+        load[group] += n
+        parts = min(chunks, n)
+        assert [s.core for s in segs] == [group * chunks + j for j in range(parts)]
+        assert [(s.start, s.stop) for s in segs] == [(j * n // parts, (j + 1) * n // parts)
+                                                    for j in range(parts)]
+    for segments in shares:
+        heads = [s.head for s in segments]
+        assert heads == sorted(set(heads))
+
+
+@settings(max_examples=150, deadline=None)
+@given(lengths=job_shapes(), cores=CORES, data=st.data())
+def test_grouped_schedules(lengths, cores, data):
+    chunks = data.draw(st.sampled_from([c for c in (1, 2, 4, 8, 16) if c <= cores]))
+    check_grouped(lengths, cores, chunks, flashdecoding_shares(lengths, cores, chunks))
+    check_grouped(lengths, cores, 1, fa2_shares(lengths, cores))
+
+
+def test_schedule_shares_follows_the_config():
+    cfg = PRESETS["default"]                                  # 4 cores
+    lengths = [100, 3, 50, 2]
+    assert schedule_shares(lengths, cfg) == partition(lengths, 4)
+    assert schedule_shares(lengths, cfg.replace(schedule="fa2")) == fa2_shares(lengths, 4)
+    fd = schedule_shares(lengths, cfg.replace(schedule="flashdecoding"))
+    assert fd == flashdecoding_shares(lengths, 4, 4)
+    assert [[(s.head, s.start, s.stop) for s in segs] for segs in fd] == [
+        [(0, 0, 25), (1, 0, 1), (2, 0, 12), (3, 0, 1)], [(0, 25, 50), (1, 1, 2), (2, 12, 25), (3, 1, 2)],
+        [(0, 50, 75), (1, 2, 3), (2, 25, 37)], [(0, 75, 100), (2, 37, 50)]]
+    fd2 = schedule_shares(lengths, cfg.replace(schedule="flashdecoding", chunks=2))
+    assert [[s.head for s in segs] for segs in fd2] == [[0], [0], [1, 2, 3], [1, 2, 3]]
+
+
+def test_grouped_errors():
+    with pytest.raises(ValueError, match="chunks must be a power of two in the range 1..4, not 3"):
+        flashdecoding_shares([5], 4, 3)
+    with pytest.raises(ValueError, match="every head length must be at least 1"):
+        fa2_shares([5, 0], 2)

@@ -81,12 +81,15 @@ def test_rtl_tiny_fast(request):
     check_against_rtl(request, PRESETS["tiny"], FAST_SHAPES, latency=2, seed=11)
 
 
-@pytest.mark.parametrize("name, latency", [
-    ("tiny", 2), pytest.param("default", 5, marks=pytest.mark.slow)])
-def test_rtl_fa2(request, name, latency):
-    """The fa2 schedule in the RTL (whole heads on the least-loaded core): bit-exact, and the
-    model's cycles on every job."""
-    cfg = PRESETS[name].replace(schedule="fa2")
+@pytest.mark.parametrize("name, schedule, chunks, latency", [
+    ("tiny", "fa2", 0, 2), ("tiny", "flashdecoding", 0, 2),
+    pytest.param("default", "fa2", 0, 5, marks=pytest.mark.slow),
+    pytest.param("default", "flashdecoding", 0, 5, marks=pytest.mark.slow),
+    pytest.param("default", "flashdecoding", 2, 3, marks=pytest.mark.slow)])
+def test_rtl_schedules(request, name, schedule, chunks, latency):
+    """The fa2 and flashdecoding schedules in the RTL: bit-exact with the golden model (which
+    runs the same schedule), and the model's cycles on every job."""
+    cfg = PRESETS[name].replace(schedule=schedule, chunks=chunks)
     check_against_rtl(request, cfg, random_shapes(cfg, np.random.default_rng(29), 16), latency, seed=7)
 
 

@@ -21,6 +21,10 @@ CONFIGS = {
 #: The same under fa2 (whole heads on the least-loaded core).
 CONFIGS |= {f"{name}-fa2": CONFIGS[name].replace(schedule="fa2")
             for name in ("tiny", "default", "cores8", "cores16")}
+#: And under flashdecoding: chunks over all cores, or groups of 2 and 4.
+CONFIGS |= {f"{name}-fd{chunks}": CONFIGS[name].replace(schedule="flashdecoding", chunks=chunks)
+            for name, chunks in (("tiny", 0), ("default", 0), ("default", 2), ("cores8", 4),
+                                 ("cores16", 4), ("cores16", 0))}
 
 
 def random_jobs(cfg, rng, count):
@@ -64,6 +68,8 @@ def expected_segments(cfg, lengths, descs):
 
 def expected_cross(cfg, lengths):
     cross = [None] * (cfg.cores - 1)
+    if cfg.schedule != "lean":
+        return cross
     for head, segments in head_spans(schedule_shares(lengths, cfg)).items():
         for seg in segments[1:]:
             cross[seg.core - 1] = head
@@ -99,7 +105,9 @@ def run_jobs(cfg, jobs, rng, *, stall=0.3):
             await ctx.tick()
             cross = ([ctx.get(dut.o_cross[b].head) if ctx.get(dut.o_cross[b].valid) else None
                       for b in range(cfg.cores - 1)] if cfg.cores > 1 else [])
-            per_job.append((cross, cycles))
+            split = [[(ctx.get(dut.o_split[o]) >> h) & 1 for h in range(len(descs))]
+                     for o in range(cfg.head_chunks - 1)]
+            per_job.append((cross, split, cycles))
             expected = [e + len(s) for e, s in zip(expected, schedule_shares(lengths, cfg))]
             while [len(c) for c in collected] != expected:
                 await ctx.tick()
@@ -134,13 +142,14 @@ def test_segments_and_crossings(name):
         jobs.append((lengths, descriptors(cfg, lengths, rng)))
     collected, per_job = run_jobs(cfg, jobs, rng)
     offset = [0] * cfg.cores
-    for (lengths, descs), (cross, scan_cycles) in zip(jobs, per_job):
+    for (lengths, descs), (cross, split, scan_cycles) in zip(jobs, per_job):
         want = expected_segments(cfg, lengths, descs)
         for c in range(cfg.cores):
             n = len(want[c])
             assert collected[c][offset[c]:offset[c] + n] == want[c], (name, list(lengths), c)
             offset[c] += n
         assert cross == expected_cross(cfg, lengths), (name, list(lengths))
+        assert split == [[int(n > o) for n in lengths] for o in range(1, cfg.head_chunks)]
         assert scan_cycles == len(lengths) + 1      # o_scanned: read, one cycle per head, done
     assert [len(c) for c in collected] == offset
 
