@@ -235,7 +235,7 @@ def run_job(transport, cfg, job, *, bank_keys=None, timeout=10.0):
 
 def add_parser(subparsers):
     """Add ``leanattn board`` to the ``leanattn`` command line's subparsers."""
-    from ..cli import _config_args
+    from ..cli import config_args
 
     p = subparsers.add_parser("board", help="run a job file on the accelerator on an FPGA board (UART) "
                               "and compare it with the golden model")
@@ -245,7 +245,7 @@ def add_parser(subparsers):
     p.add_argument("--baud", type=int, default=115200, help="the UART's rate (default 115200)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="give up when the board is silent this long (default 30)")
-    _config_args(p)
+    config_args(p)
     p.set_defaults(func=run)
     return p
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .hdl.config import PRESETS, AttentionConfig, parse_overrides
+from .hdl.config import PRESETS, SCHEDULES, AttentionConfig, parse_overrides
 
 __all__ = ["main", "load_config"]
 
@@ -45,7 +45,18 @@ def load_config(preset=None, config=None, overrides=()):
         raise UsageError(f"invalid configuration: {error}") from None
 
 
-def _config_args(parser):
+class _FieldOverride(argparse.Action):
+    """``--schedule X`` / ``--chunks N``: shorthands appending ``FIELD=VALUE`` to ``--set``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        overrides = list(getattr(namespace, "overrides", None) or [])
+        overrides.append(f"{self.const}={values}")
+        namespace.overrides = overrides
+
+
+def config_args(parser):
+    """The configuration options every command shares: ``--preset``, ``--config``, ``--set`` and
+    the shorthands ``--schedule``, ``--chunks``; :func:`load_config` reads them."""
     group = parser.add_argument_group("configuration")
     group.add_argument("--preset", choices=sorted(PRESETS), help="a built-in configuration "
                        "(default: default)")
@@ -53,6 +64,12 @@ def _config_args(parser):
                        "`leanattn config`)")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                        help="change one field (repeatable)")
+    group.add_argument("--schedule", dest="overrides", action=_FieldOverride, const="schedule",
+                       choices=SCHEDULES, help="how a job is split over the cores: "
+                       + ", ".join(SCHEDULES) + " (same as --set schedule=...)")
+    group.add_argument("--chunks", dest="overrides", action=_FieldOverride, const="chunks", metavar="N",
+                       help="chunks per head under flashdecoding (same as --set chunks=...)")
+
 
 
 def _cfg(args):
@@ -242,7 +259,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("config", help="print a configuration as JSON, with every derived width")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--fields-only", action="store_true", help="omit the derived widths")
     p.add_argument("-o", "--output", metavar="FILE.json", help="write to a file instead of stdout")
     p.set_defaults(func=cmd_config)
@@ -252,14 +269,14 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     p.add_argument("--reference", action="store_true",
                    help="also print the error against float64 attention on the quantized inputs")
-    _config_args(p)
+    config_args(p)
     p.set_defaults(func=cmd_golden)
 
     p = sub.add_parser("gen", help="generate the Verilog, config.json, manifest.json and a FuseSoC .core")
     p.add_argument("-o", "--output", default="build/verilog", metavar="DIR")
     p.add_argument("--axis", action="store_true",
                    help="also write lean_attention_axis.v, the top with AXI4-Stream port names")
-    _config_args(p)
+    config_args(p)
     p.set_defaults(func=cmd_gen)
 
     p = sub.add_parser("sim", help="run a job file on the generated RTL (cocotb) and compare it with "
@@ -274,13 +291,13 @@ def build_parser():
     p.add_argument("--waves", metavar="FILE", help="also write an FST waveform of the run")
     p.add_argument("--build-dir", metavar="DIR",
                    help="simulation build directory (default build/sim/SIMULATOR)")
-    _config_args(p)
+    config_args(p)
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("demo", help="make a demo job and run it (the main job of `make`)")
     p.add_argument("-o", "--output", default="build/demo", metavar="DIR")
     p.add_argument("--seed", type=int, default=1)
-    _config_args(p)
+    config_args(p)
     p.set_defaults(func=cmd_demo)
 
     from .fpga import host, synth

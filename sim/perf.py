@@ -902,8 +902,9 @@ def read_job_lengths(path, cfg):
 
 
 def add_parser(subparsers):
-    """The ``perf`` subcommand: ``leanattn perf JOB.npz [--preset NAME] [--latency 2] [--json]``."""
-    from ..hdl.config import PRESETS
+    """The ``perf`` subcommand: ``leanattn perf JOB.npz [--preset NAME] [--schedule S] [--latency 2]
+    [--json]``."""
+    from ..cli import config_args
 
     parser = subparsers.add_parser(
         "perf", help="predict a job's cycles with the cycle model (no simulation)",
@@ -915,13 +916,7 @@ def add_parser(subparsers):
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--timeline", action="store_true",
                         help="with --json: add every core's segments, the merges and each head's end")
-    group = parser.add_argument_group("configuration")
-    group.add_argument("--preset", choices=sorted(PRESETS),
-                       help="a built-in configuration (default: default)")
-    group.add_argument("--config", metavar="FILE.json", help="a configuration file (as written by "
-                       "`leanattn config`)")
-    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                       help="change one field (repeatable)")
+    config_args(parser)
     parser.set_defaults(func=run)
     return parser
 

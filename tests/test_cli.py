@@ -79,6 +79,19 @@ def test_config_defaults_to_the_default_preset(capsys):
     assert AttentionConfig.from_json(out) == PRESETS["default"]
 
 
+def test_schedule_shorthands(capsys):
+    """--schedule and --chunks are --set schedule=... and --set chunks=..., in order with --set."""
+    status, out, _ = run(capsys, "config", "--schedule", "flashdecoding", "--chunks", "2")
+    assert status == 0
+    fields = json.loads(out)["fields"]
+    assert (fields["schedule"], fields["chunks"]) == ("flashdecoding", 2)
+    status, out, _ = run(capsys, "config", "--preset", "tiny", "--schedule", "fa2")
+    assert status == 0 and json.loads(out)["fields"]["schedule"] == "fa2"
+    status, _, err = run(capsys, "config", "--chunks", "2")
+    assert_usage_error(status, err, "invalid configuration:", "chunks must be 0 unless schedule is "
+                       "flashdecoding (schedule 'lean'), not 2")
+
+
 def test_config_to_a_file(capsys, tmp_path):
     path = tmp_path / "sub" / "tiny.json"
     status, out, err = run(capsys, "config", "--preset", "tiny", "-o", path)
