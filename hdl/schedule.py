@@ -286,8 +286,8 @@ class Scheduler(wiring.Component):
             streams.append(s)
         walker = _LinkWalk(cfg, found, link, self) if _links(cfg) else _ShareWalk(cfg, found, self)
 
-        scanned = Signal(cfg.head_index_bits)         # h - 1, the head whose descriptor is out
-        m.d.comb += [port.addr.eq(h), scanned.eq(h - 1)]
+        scanned = (h - 1)[:cfg.head_index_bits]       # the head whose descriptor is out (unsigned)
+        m.d.comb += port.addr.eq(h)
         with m.FSM():
             with m.State("idle"):
                 m.d.comb += self.i_job.ready.eq(pending == 0)
