@@ -82,7 +82,7 @@ def test_rtl_tiny_fast(request):
 
 
 @pytest.mark.parametrize("name, schedule, chunks, latency", [
-    ("tiny", "fa2", 0, 2), ("tiny", "flashdecoding", 0, 2),
+    pytest.param("tiny", "fa2", 0, 2, marks=pytest.mark.slow), ("tiny", "flashdecoding", 0, 2),
     pytest.param("default", "fa2", 0, 5, marks=pytest.mark.slow),
     pytest.param("default", "flashdecoding", 0, 5, marks=pytest.mark.slow),
     pytest.param("default", "flashdecoding", 2, 3, marks=pytest.mark.slow)])

@@ -89,8 +89,12 @@ def job_lengths(cfg, rng, count):
     return [[min(n, cfg.max_context) for n in shape[:cfg.max_heads]] for shape in shapes]
 
 
+#: The fast tier runs no stalls and random stalls; the fixed patterns are in the slow tier.
+STALLS = [pytest.param(*p, marks=() if p[0] == p[1] else pytest.mark.slow) for p in PATTERNS]
+
+
 @pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize(("idle", "backpressure"), PATTERNS)
+@pytest.mark.parametrize(("idle", "backpressure"), STALLS)
 def test_chunked_heads_merge_in_their_group(name, idle, backpressure):
     cfg = CASES[name]
     rng = np.random.default_rng(sorted(CASES).index(name))
