@@ -3,7 +3,7 @@
 #   make verilog    build/<preset>/lean_attention.v, config.json, manifest.json
 #   make test       the full test suite (what CI runs)
 #   make test-fast  the quick tier for development
-#   make bench      benchmarks (tables and JSON under build/bench/)
+#   make bench      schedule benchmark and software speed (tables, JSON, plots under build/bench/)
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -70,7 +70,7 @@ test-fast: setup
 
 # -- measurements --------------------------------------------------------------------------------
 bench: setup
-	$(PY) -m leanattn.sim.bench_golden --out build/bench
+	$(PY) -m leanattn.sim.bench --out build/bench
 
 accuracy: setup
 	$(PY) -m leanattn.sim.accuracy --out build/accuracy

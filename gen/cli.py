@@ -301,8 +301,9 @@ def build_parser():
     p.set_defaults(func=cmd_demo)
 
     from .fpga import host, synth
-    from .sim import perf, report
+    from .sim import bench, perf, report
     perf.add_parser(sub)
+    bench.add_parser(sub)
     report.add_parser(sub)
     synth.add_parser(sub)
     host.add_parser(sub)
