@@ -4,15 +4,16 @@ Memory layout (written by :func:`leanattn.sim.packer.pack_kv`)
 -------------------------------------------------------------
 K and V have address spaces of their own, counted in **elements**; a **word** is ``lanes``
 elements (word ``w`` holds elements ``w*lanes .. w*lanes + lanes - 1``), one beat of a read port.
-The keys of all heads of a job lie end to end in flattened-head order (the stream-K order): head
-``h`` starts at element ``k_base[h] = head_start[h] * head_dim``, ``head_start`` being the running
-sum of the lengths, and key ``j`` of head ``h`` is elements ``k_base[h] + j*head_dim ..`` of it.
-V is laid out the same way (``v_base == k_base``). Core ``c`` reads the global keys
-``[bound[c], bound[c+1])`` of :func:`leanattn.sim.partition.core_bounds` -- one contiguous address
-range -- so its K bank and its V bank hold exactly its share, at most ``bank_keys`` keys.
+The keys of all heads of a job lie end to end, each head contiguous (under the ``lean`` schedule
+in flattened-head order, the stream-K order; under the others grouped by the cores that read them):
+head ``h`` starts at element ``k_base[h]`` and key ``j`` of head ``h`` is elements ``k_base[h] +
+j*head_dim ..`` of it. V is laid out the same way (``v_base == k_base``). Core ``c`` reads one
+contiguous range of keys (under ``lean`` its share ``[bound[c], bound[c+1])`` of
+:func:`leanattn.sim.partition.core_bounds`), so its K bank and its V bank hold exactly that range,
+at most ``bank_keys`` keys.
 
 Each bank covers a **window** of the address space: ``bank_keys * head_dim // lanes`` words from
-its window base (a global word address, ``bound[c] * head_dim // lanes`` as packed). Bank word
+its window base (a global word address; ``bound[c] * head_dim // lanes`` under ``lean``). Bank word
 ``i`` holds global word ``base + i``.
 
 Banks on an FPGA
