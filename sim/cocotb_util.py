@@ -267,7 +267,7 @@ def _failed_testcases(results):
 
 def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=None, extra_env=None,
                waves=False, seed=None, testcase=None, cache_dir=None, timeout=_DEFAULT_TIMEOUT,
-               wrapper=None):
+               wrapper=None, extra_sources=None):
     """Simulate ``design`` with ``simulator`` under the cocotb module ``test_module``; raise on failure.
 
     Parameters
@@ -304,6 +304,9 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     wrapper : (str, str), optional
         ``(module, Verilog text)`` of a simulation-only module that instantiates ``toplevel``
         and is simulated in its place (for example :mod:`leanattn.sim.harness`).
+    extra_sources : list of path, optional
+        More Verilog files compiled with the design, after it (for example a synthesized netlist
+        that the design instantiates, and its cell models); their contents key the build cache.
 
     Returns a :class:`CocotbRun`. Raises :class:`CocotbTestsFailed` if a cocotb test failed, and
     :class:`RuntimeError` if the toolchain is missing, the build fails or the simulator dies.
@@ -343,10 +346,16 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
         dump_text = (f"module leanattn_dump;\n  initial begin\n    $dumpfile(\"{sim_top}.fst\");\n"
                      f"    $dumpvars(0, {sim_top});\n  end\nendmodule\n")
         build_args += ["-s", "leanattn_dump"]
-    key = hashlib.sha256(json.dumps(
-        [text, simulator, toplevel, bool(waves), timescale, build_args, _tool_versions(simulator),
-         wrapper_text, dump_text]
-    ).encode()).hexdigest()[:20]
+    extra_sources = [Path(path).resolve() for path in (extra_sources or ())]
+    for path in extra_sources:
+        if not path.is_file():
+            raise ValueError(f"extra_sources must be Verilog files, not {str(path)!r} (no such file)")
+    key_items = [text, simulator, toplevel, bool(waves), timescale, build_args, _tool_versions(simulator),
+                 wrapper_text, dump_text]
+    if extra_sources:
+        key_items.append([[path.name, hashlib.sha256(path.read_bytes()).hexdigest()]
+                          for path in extra_sources])
+    key = hashlib.sha256(json.dumps(key_items).encode()).hexdigest()[:20]
     sim_build = cache_dir / f"{simulator}-{toplevel}-{key}"
 
     runner = get_runner(simulator)
@@ -371,6 +380,7 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
             if dump_text is not None:
                 sources.append(sim_build / "leanattn_dump.v")
                 sources[-1].write_text(dump_text)
+            sources += extra_sources
             build_log = sim_build / "build.log"
             try:
                 runner.build(sources=sources, hdl_toplevel=sim_top, build_dir=sim_build,

@@ -160,7 +160,7 @@ def _read_log(path, runs):
 
 
 def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir, latency=None,
-                     patterns=PATTERNS, seed=None, waves=False, canonical=None):
+                     patterns=PATTERNS, seed=None, waves=False, canonical=None, extra_sources=None):
     """Run the generated Verilog of ``design`` under cocotb, inside the :mod:`leanattn.sim.harness`.
 
     Payloads go to ``build_dir/in_<port>.hex``; the bench (:mod:`leanattn.sim.tb_streams`) runs
@@ -168,6 +168,7 @@ def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir,
     n)``: cut short by the next reset after ``n`` cycles, and not checked); then the transfer logs are
     checked here: every input item sent once, every output exactly the expected items in order,
     and without stalls the documented latency. Failures name the run, the pattern and the seed.
+    ``extra_sources`` are more Verilog files for the build (see :func:`~leanattn.sim.cocotb_util.run_cocotb`).
     """
     from amaranth.hdl import Elaboratable
 
@@ -188,7 +189,7 @@ def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir,
     budget = 50 * sum(len(v) for v in vectors.values()) + 1000
     run = run_cocotb(design, toplevel=toplevel, test_module="leanattn.sim.tb_streams",
                      simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
-                     wrapper=("harness", wrapper),
+                     wrapper=("harness", wrapper), extra_sources=extra_sources,
                      tb_args={"patterns": [list(p) for p in patterns], "budget": budget})
     logs = {name: _read_log(build_dir / f"xfer_{name}.txt", len(patterns)) for name, _, _ in ports}
     for k, (idle, backpressure, *abort) in enumerate(patterns):

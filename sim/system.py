@@ -199,13 +199,17 @@ def read_outputs(cfg, build_dir, heads, *, job=0, run=0):
 
 
 def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patterns=(("none", "none"),),
-               seed=None, waves=False, bank_keys=None):
+               seed=None, waves=False, bank_keys=None, top=None, extra_sources=None):
     """Run ``jobs`` through the generated accelerator; raise on any difference from the golden model.
-    Returns ``(golden results, cycles per job of the first pattern, the cocotb run)``."""
+    Returns ``(golden results, cycles per job of the first pattern, the cocotb run)``.
+
+    ``top`` and ``extra_sources`` put another accelerator in :class:`SystemBench` (its ``top``)
+    and give the Verilog files it needs (:func:`~leanattn.sim.cocotb_util.run_cocotb`); default:
+    the generated RTL."""
     build_dir = Path(build_dir)
     inputs, outputs, results, bank_keys = system_vectors(cfg, jobs, bank_keys=bank_keys)
-    bench = SystemBench(cfg, bank_keys=bank_keys, latency=latency, stall_rate=stall_rate)
+    bench = SystemBench(cfg, bank_keys=bank_keys, latency=latency, stall_rate=stall_rate, top=top)
     run = run_cocotb_bench(bench, toplevel="system", inputs=inputs, outputs=outputs, simulator=simulator,
                            build_dir=build_dir, patterns=list(patterns), seed=seed, waves=waves,
-                           canonical=canonical(cfg))
+                           canonical=canonical(cfg), extra_sources=extra_sources)
     return results, job_cycles(cfg, build_dir), run

@@ -65,10 +65,14 @@ class SystemBench(wiring.Component):
         Stall probability of every request and response stream, in 1/256.
     seed : int
         Seeds the stall generators (each stream its own).
+    top : callable, optional
+        ``top(cfg)`` makes the accelerator: a component with :class:`LeanAttention`'s signature
+        (default ``LeanAttention``; for example a synthesized netlist in its place).
     """
 
-    def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1):
+    def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1, top=None):
         self._cfg, self._bank_keys = cfg, bank_keys
+        self._top = LeanAttention if top is None else top
         self._latency, self._rate, self._seed = latency, stall_rate, seed
         super().__init__({
             "i_load":   In(stream.Signature(load_layout(cfg))),
@@ -81,7 +85,7 @@ class SystemBench(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        m.submodules.top = top = LeanAttention(cfg)
+        m.submodules.top = top = self._top(cfg)
         m.submodules.mem = mem = KVMemory(cfg, bank_keys=self._bank_keys)
         self._memory_paths(m, top, mem)
 
