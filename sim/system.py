@@ -21,7 +21,7 @@ from amaranth.lib import data
 from ..hdl.jobload import ERR_NONE
 from ..hdl.kvmem import Kind
 from ..hdl.ports import descriptor_layout, query_layout
-from . import golden
+from . import golden, synthkv
 from .packer import bank_keys_for, pack_kv
 from .stream_bench import run_cocotb_bench
 from .systop import SystemBench, load_layout, status_layout, tagged_output_layout
@@ -104,12 +104,38 @@ def _load_bits(cfg, packed):
     return [int(b) for b in bits]
 
 
-def system_vectors(cfg, jobs, *, bank_keys=None):
+def _synthetic_writes(cfg, job):
+    """``(i_load payloads, layout)`` of a job for the synthetic memory: only the window bases;
+    the job's K and V must be the memory's elements (:func:`~leanattn.sim.synthkv.synthetic_job`)."""
+    place = synthkv.layout(cfg, job.lengths)
+    d = cfg.head_dim
+    for h, n in enumerate(job.lengths):
+        addr = np.arange(int(n) * d)
+        if not (np.array_equal(np.asarray(job.k[h, :n]).reshape(-1),
+                               synthkv.elements(place.k_base[h] + addr, cfg.input_bits))
+                and np.array_equal(np.asarray(job.v[h, :n]).reshape(-1),
+                                   synthkv.elements(place.v_base[h] + addr, cfg.input_bits))):
+            raise ValueError(f"head {h} of a job for the synthetic memory holds other K or V than the "
+                             f"memory serves (make the job with leanattn.sim.synthkv.synthetic_job)")
+    layout = load_layout(cfg)
+    writes = [{"write": {"base": 1, "kind": kind, "bank": core, "addr": window[core],
+                         "data": [0] * cfg.lanes}, "last": 0}
+              for core in range(cfg.cores)
+              for kind, window in ((Kind.K, place.k_window), (Kind.V, place.v_window))]
+    writes[-1]["last"] = 1
+    return [_bits(layout, w) for w in writes], place
+
+
+def system_vectors(cfg, jobs, *, bank_keys=None, synthetic=False):
     """Input and expected output streams (payload bits) of ``jobs`` (:class:`~leanattn.sim.job.Job`
-    or :class:`BadJob`), run in order. Returns ``(inputs, outputs, results)``, ``results`` the
-    golden :class:`~leanattn.sim.golden.Result` of each good job (None for a bad one)."""
+    or :class:`BadJob`), run in order. Returns ``(inputs, outputs, results, bank_keys)``,
+    ``results`` the golden :class:`~leanattn.sim.golden.Result` of each good job (None for a bad
+    one). ``synthetic``: for the synthetic memory (:mod:`leanattn.sim.synthkv`): no data words,
+    only window bases."""
     good = [job for job in jobs if not isinstance(job, BadJob)]
-    if bank_keys is None:
+    if bank_keys is None and synthetic:
+        bank_keys = max([synthkv.layout(cfg, job.lengths).bank_keys for job in good] or [1])
+    elif bank_keys is None:
         bank_keys = max([bank_keys_for(cfg, job.lengths) for job in good] or [1])
     loads, descs, queries, outs, statuses, results = [], [], [], [], [], []
     for number, job in enumerate(jobs):
@@ -119,8 +145,11 @@ def system_vectors(cfg, jobs, *, bank_keys=None):
                                                         "data": [0] * cfg.lanes}, "last": 1}).as_bits()]
             error, result = job.error, None
         else:
-            packed = pack_kv(cfg, job.lengths, job.k, job.v, bank_keys=bank_keys)
-            writes = _load_bits(cfg, packed)
+            if synthetic:
+                writes, packed = _synthetic_writes(cfg, job)
+            else:
+                packed = pack_kv(cfg, job.lengths, job.k, job.v, bank_keys=bank_keys)
+                writes = _load_bits(cfg, packed)
             d, q = _descriptors(cfg, job, packed), _queries(cfg, job.q)
             result = golden.run(cfg, job)
             error = ERR_NONE
@@ -199,17 +228,24 @@ def read_outputs(cfg, build_dir, heads, *, job=0, run=0):
 
 
 def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patterns=(("none", "none"),),
-               seed=None, waves=False, bank_keys=None, top=None, extra_sources=None):
+               seed=None, waves=False, bank_keys=None, top=None, extra_sources=None, synthetic=False):
     """Run ``jobs`` through the generated accelerator; raise on any difference from the golden model.
     Returns ``(golden results, cycles per job of the first pattern, the cocotb run)``.
 
     ``top`` and ``extra_sources`` put another accelerator in :class:`SystemBench` (its ``top``)
     and give the Verilog files it needs (:func:`~leanattn.sim.cocotb_util.run_cocotb`); default:
-    the generated RTL."""
+    the generated RTL. ``synthetic``: the KV memory computes every element from its address
+    (:mod:`leanattn.sim.synthkv`; long contexts without loading them), for jobs made with
+    :func:`~leanattn.sim.synthkv.synthetic_job`."""
     build_dir = Path(build_dir)
-    inputs, outputs, results, bank_keys = system_vectors(cfg, jobs, bank_keys=bank_keys)
-    bench = SystemBench(cfg, bank_keys=bank_keys, latency=latency, stall_rate=stall_rate, top=top)
+    inputs, outputs, results, bank_keys = system_vectors(cfg, jobs, bank_keys=bank_keys,
+                                                         synthetic=synthetic)
+    bench = SystemBench(cfg, bank_keys=bank_keys, latency=latency, stall_rate=stall_rate, top=top,
+                        memory=synthkv.synthetic_memory if synthetic else None)
+    # Without loads (synthetic memory) few items drive long runs: allow 8 cycles per key and core
+    # beat on top of the per-item budget, for stalls and latency.
+    work = sum(8 * int(np.sum(job.lengths)) * cfg.beats_per_key + 4000 for job in jobs)
     run = run_cocotb_bench(bench, toplevel="system", inputs=inputs, outputs=outputs, simulator=simulator,
                            build_dir=build_dir, patterns=list(patterns), seed=seed, waves=waves,
-                           canonical=canonical(cfg), extra_sources=extra_sources)
+                           canonical=canonical(cfg), extra_sources=extra_sources, budget=work)
     return results, job_cycles(cfg, build_dir), run

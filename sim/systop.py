@@ -68,11 +68,16 @@ class SystemBench(wiring.Component):
     top : callable, optional
         ``top(cfg)`` makes the accelerator: a component with :class:`LeanAttention`'s signature
         (default ``LeanAttention``; for example a synthesized netlist in its place).
+    memory : callable, optional
+        ``memory(cfg, bank_keys=bank_keys)`` makes the KV memory: a component with
+        :class:`KVMemory`'s signature (default ``KVMemory``; for example
+        :func:`leanattn.sim.synthkv.synthetic_memory`).
     """
 
-    def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1, top=None):
+    def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1, top=None, memory=None):
         self._cfg, self._bank_keys = cfg, bank_keys
         self._top = LeanAttention if top is None else top
+        self._memory = KVMemory if memory is None else memory
         self._latency, self._rate, self._seed = latency, stall_rate, seed
         super().__init__({
             "i_load":   In(stream.Signature(load_layout(cfg))),
@@ -86,7 +91,7 @@ class SystemBench(wiring.Component):
         cfg = self._cfg
         m = Module()
         m.submodules.top = top = self._top(cfg)
-        m.submodules.mem = mem = KVMemory(cfg, bank_keys=self._bank_keys)
+        m.submodules.mem = mem = self._memory(cfg, bank_keys=self._bank_keys)
         self._memory_paths(m, top, mem)
 
         # --- phases ------------------------------------------------------------------------------

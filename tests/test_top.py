@@ -8,7 +8,7 @@ import pytest
 
 from leanattn.hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_QUERY
 from leanattn.hdl.top import LeanAttention
-from leanattn.sim import perf
+from leanattn.sim import perf, synthkv
 from leanattn.sim.cocotb_util import (
     AMARANTH_LINT_WAIVERS,
     HIERARCHY_LINT_WAIVERS,
@@ -138,6 +138,38 @@ def test_many_jobs(request, name, simulator, count, max_keys):
                     long_share=0.1)
     run_system(cfg, jobs, simulator=simulator, build_dir=bench_dir(request), latency=5, stall_rate=40,
                patterns=[("random", "random")], seed=3)
+
+
+#: Long contexts through the synthetic KV memory (every element a function of its address, no
+#: load): (preset, schedule, job lengths). ``wide`` holds a head of 65536 keys and a ragged mix
+#: of 63008; tiny checks the mechanism on every schedule.
+SYNTHETIC_CASES = [
+    pytest.param("tiny", "lean", [[1024], [5, 300, 1, 77], [1] * 8], marks=pytest.mark.slow),
+    pytest.param("tiny", "flashdecoding", [[1024], [5, 300, 1, 77]], marks=pytest.mark.slow),
+    pytest.param("wide", "lean", [[65536], [40000, 7, 1, 20000, 3000]], marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name, schedule, shapes", SYNTHETIC_CASES)
+def test_long_contexts(request, name, schedule, shapes):
+    """Jobs up to 64k keys on Verilator, served by the synthetic memory: bit-exact, and with no
+    stalls every job takes the cycles of the cycle model (the synthetic banks keep the stored
+    banks' timing); then again with latency and random stalls on every stream."""
+    cfg = TEST_CONFIGS[name].replace(schedule=schedule)
+    rng = np.random.default_rng(41)
+    jobs = [synthkv.synthetic_job(cfg, lengths, rng)[0] for lengths in shapes]
+    jobs.insert(1, BadJob([2, cfg.max_context + 1], 2 * cfg.beats_per_key, ERR_LENGTH))
+    _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "plain",
+                              latency=2, synthetic=True)
+    held = 0
+    for job, measured in zip(jobs, cycles):
+        if isinstance(job, BadJob):
+            continue
+        pred = perf.predict(cfg, job.lengths, latency=2, arbiter_held=held)
+        assert measured == pred.cycles, list(job.lengths)
+        held = pred.arbiter_held
+    run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "stalls", latency=5,
+               stall_rate=48, patterns=[("random", "random")], seed=5, synthetic=True)
 
 
 #: Alias wires of the whole top, by name. Yosys keeps the name of a signal it merged into another
