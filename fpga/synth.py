@@ -26,7 +26,6 @@ either way. YoWASP sees ``/tmp`` as a private folder, so every tool runs inside 
 with relative paths.
 """
 
-import argparse
 import importlib.metadata
 import json
 import math
@@ -607,15 +606,9 @@ def run(args):
 
 def main(argv=None):
     """``python -m leanattn.fpga.synth ...``: the ``synth`` subcommand on its own."""
-    parser = argparse.ArgumentParser(prog="python -m leanattn.fpga.synth")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parser(sub)
-    args = parser.parse_args(["synth", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except UsageError as error:
-        print(f"leanattn: error: {error}", file=sys.stderr)
-        return 2
+    from ..cli import run_subcommand
+
+    return run_subcommand("synth", add_parser, argv)
 
 
 if __name__ == "__main__":

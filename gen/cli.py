@@ -310,6 +310,20 @@ def build_parser():
     return parser
 
 
+def run_subcommand(name, add_parser, argv=None):
+    """``python -m <module> ...``: the subcommand ``name`` (registered by ``add_parser``) on its
+    own, with the command line's error handling; returns the exit status."""
+    parser = argparse.ArgumentParser(prog=f"leanattn {name}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser(sub)
+    args = parser.parse_args([name, *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"leanattn: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)

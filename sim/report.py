@@ -534,20 +534,9 @@ def run(args):
 
 def main(argv=None):
     """``python -m leanattn.sim.report ...``: the ``report`` subcommand on its own."""
-    import argparse
-    import sys
+    from ..cli import run_subcommand
 
-    from ..cli import UsageError
-
-    parser = argparse.ArgumentParser(prog="python -m leanattn.sim.report")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parser(sub)
-    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except UsageError as error:
-        print(f"leanattn: error: {error}", file=sys.stderr)
-        return 2
+    return run_subcommand("report", add_parser, argv)
 
 
 if __name__ == "__main__":
