@@ -313,7 +313,7 @@ def build_parser():
 def run_subcommand(name, add_parser, argv=None):
     """``python -m <module> ...``: the subcommand ``name`` (registered by ``add_parser``) on its
     own, with the command line's error handling; returns the exit status."""
-    parser = argparse.ArgumentParser(prog=f"leanattn {name}")
+    parser = argparse.ArgumentParser(prog="leanattn")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_parser(sub)
     args = parser.parse_args([name, *(sys.argv[1:] if argv is None else argv)])
