@@ -25,6 +25,9 @@ CONFIGS |= {f"{name}-fa2": CONFIGS[name].replace(schedule="fa2")
 CONFIGS |= {f"{name}-fd{chunks}": CONFIGS[name].replace(schedule="flashdecoding", chunks=chunks)
             for name, chunks in (("tiny", 0), ("default", 0), ("default", 2), ("cores8", 4),
                                  ("cores16", 4), ("cores16", 0))}
+#: One core: every schedule is the same single share.
+CONFIGS |= {f"one_core-{schedule}": TEST_CONFIGS["tiny"].replace(cores=1, schedule=schedule)
+            for schedule in ("lean", "fa2", "flashdecoding")}
 
 
 def random_jobs(cfg, rng, count):
