@@ -7,6 +7,7 @@ the configuration with its derived widths (the numeric formats), the error codes
 bound of a job.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -96,12 +97,7 @@ def manifest(cfg, top):
         "derived": cfg.derived(),
         "ports": _ports(top),
         "error_codes": {"none": ERR_NONE, "length": ERR_LENGTH, "heads": ERR_HEADS, "query": ERR_QUERY},
-        "cycles": {
-            "bound": "1.05 * ideal + A + B * ceil(heads / cores), no stalls, first input transfer "
-                     "to last output beat; ideal = sum(lengths) * head_dim / (lanes * cores)",
-            "A": LeanAttention.cycle_constants(cfg)[0],
-            "B": LeanAttention.cycle_constants(cfg)[1],
-        },
+        "cycles": _cycles(cfg),
         "memory": {
             "layout": "keys of a head contiguous, head_dim elements per key, from k_base / v_base "
                       "(element addresses, multiples of lanes)",
@@ -125,6 +121,26 @@ def axis_manifest(cfg):
 
 _TLAST = {"s_axis_desc": "the job's last head", "s_axis_query": "the job's last query beat",
           "m_axis_out": "the head's last output beat"}
+
+
+def _cycles(cfg):
+    """The cycle contract: the exact model, the unit latencies and queue depths it uses (memory
+    latency 0 beyond KVMemory), and (``lean``) the bound."""
+    from .sim.perf import timing
+
+    cycles = {
+        "schedule": cfg.schedule,
+        "exact": "`leanattn perf JOB.npz --config config.json` (leanattn.sim.perf.predict): a job's "
+                 "o_cycles with no stalls, for a memory answering `latency` cycles after KVMemory",
+        "timing": {name: value for name, value in dataclasses.asdict(timing(cfg, latency=0)).items()
+                      if name not in ("bpk", "tile", "cores", "tree_levels", "norm_cycles")},
+    }
+    if cfg.schedule == "lean":
+        a, b = LeanAttention.cycle_constants(cfg)
+        cycles |= {"bound": "1.05 * ideal + A + B * ceil(heads / cores), no stalls, first input "
+                            "transfer to last output beat; ideal = sum(lengths) * head_dim / (lanes * cores)",
+                   "A": a, "B": b}
+    return cycles
 
 
 def generate(cfg, outdir, *, axis=False):

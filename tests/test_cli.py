@@ -11,7 +11,7 @@ import pytest
 
 from leanattn.cli import main
 from leanattn.hdl.config import PRESETS, AttentionConfig
-from leanattn.sim import golden
+from leanattn.sim import golden, perf
 from leanattn.sim.job import Job
 
 TINY = PRESETS["tiny"]
@@ -478,7 +478,17 @@ def test_gen_writes_verilog_config_and_manifest(capsys, tmp_path):
     assert sum(f["width"] for f in ports["i_desc"]["fields"]) == ports["i_desc"]["payload_width"]
     assert ports["o_error"]["width"] == 2 and manifest["error_codes"]["heads"] == 2
     assert (manifest["cycles"]["A"], manifest["cycles"]["B"]) == (1728, 400)
+    assert manifest["cycles"]["schedule"] == "lean"
+    assert manifest["cycles"]["timing"]["logit_latency"] == perf.timing(TINY, latency=0).logit_latency
     assert "lean_attention.v" in out
+
+
+def test_gen_manifest_of_another_schedule(capsys, tmp_path):
+    """The lean bound is stated for lean only; every schedule points to the exact model."""
+    status, _, _ = run(capsys, "gen", "--preset", "tiny", "--schedule", "fa2", "-o", tmp_path / "fa2")
+    assert status == 0
+    cycles = json.loads((tmp_path / "fa2" / "manifest.json").read_text())["cycles"]
+    assert cycles["schedule"] == "fa2" and "bound" not in cycles and "leanattn perf" in cycles["exact"]
 
 
 def test_gen_axis_and_fusesoc_core(capsys, tmp_path):
