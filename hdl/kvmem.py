@@ -172,23 +172,29 @@ class KVBank(wiring.Component):
         m.d.comb += self.o_error.eq(write_error | req_error)
         return m
 
+    def _window_base(self, m):
+        """The window base, in elements: a register loaded by ``base`` writes (``i_write`` is
+        always ready). Kept across resets, like the words: the load survives a reset of the
+        requests."""
+        write = self.i_write.payload
+        base_elem = Signal(range(((1 << len(write.addr)) - 1) * self._cfg.lanes + 1), reset_less=True)
+        m.d.comb += self.i_write.ready.eq(1)
+        with m.If(self.i_write.valid & write.base):
+            m.d.sync += base_elem.eq(write.addr * self._cfg.lanes)
+        return base_elem
+
     def _write(self, m, wr):
         """Data words into the memory, the window base into a register; return ``(window base in
         elements, error pulse)``."""
         write = self.i_write.payload
-        # Kept across resets, like the words: the load survives a reset of the requests.
-        base_elem = Signal(range(((1 << len(write.addr)) - 1) * self._cfg.lanes + 1), reset_less=True)
         in_bank = Signal()
         m.d.comb += [
-            self.i_write.ready.eq(1),
             in_bank.eq(write.addr < self.words),
             wr.addr.eq(write.addr),
             wr.data.eq(write.data),
             wr.en.eq(self.i_write.valid & ~write.base & in_bank),
         ]
-        with m.If(self.i_write.valid & write.base):
-            m.d.sync += base_elem.eq(write.addr * self._cfg.lanes)
-        return base_elem, self.i_write.valid & ~write.base & ~in_bank
+        return self._window_base(m), self.i_write.valid & ~write.base & ~in_bank
 
     def _read(self, m, rd, base_elem):
         """Check and hold one request; read its beats out of the memory; return the error pulse."""

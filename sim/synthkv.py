@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Module, Signal
 
+from ..hdl.config import ceil_log2
 from ..hdl.kvmem import KVBank, KVMemory
 from ..hdl.ports import kv_data_layout
 from .packer import memory_order
@@ -70,12 +71,8 @@ class SyntheticBank(KVBank):
 
     def elaborate(self, platform):
         m = Module()
-        write = self.i_write.payload
-        base_elem = Signal(range(((1 << len(write.addr)) - 1) * self._cfg.lanes + 1), reset_less=True)
-        m.d.comb += self.i_write.ready.eq(1)
-        with m.If(self.i_write.valid & write.base):
-            m.d.sync += base_elem.eq(write.addr * self._cfg.lanes)
-        word_bits = max(1, (self.words - 1).bit_length())
+        base_elem = self._window_base(m)
+        word_bits = ceil_log2(self.words) or 1          # as KVBank._read
         port = _FunctionPort(m, self._cfg, base_elem, word_bits)
         m.d.comb += self.o_error.eq(self._read(m, port, base_elem))
         return m
