@@ -11,7 +11,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig, bits_for
-from .fixed import round_shift
 from .layouts import partial_layout
 
 __all__ = ["Merge"]
@@ -25,20 +24,27 @@ class Merge(wiring.Component):
     empty: ``i_b``'s beat); otherwise both are aligned to the larger max and added. ``head`` is
     ``i_a``'s when ``i_a`` is valid, else ``i_b``'s; ``last`` is ``i_a``'s.
 
-    Pipeline, one register per stage. The alignment uses ``round_shift(x, n) ==
-    round_shift((2 * x) >> n, 1)`` for every ``n >= 0``: an exact floor shift of ``x`` with one more
-    bit below, then the one rounding step of :func:`leanattn.hdl.fixed.round_shift`. Floor shifts
-    compose exactly, so the barrel shifter splits across two stages:
+    Pipeline, one register per stage. Only one side ever shifts: the side with the larger max
+    (``hi``; ``i_a`` on equal maxima) has shift 0, which is ``x`` itself, so it passes unchanged
+    and only the other side (``lo``) goes through the barrel shifter, one per field. An empty side
+    is always ``lo``, shifted by :attr:`zero_shift`, which drops it exactly (both empty: ``hi`` is
+    ``i_b``). The alignment uses ``round_shift(x, n) == round_shift((2 * x) >> n, 1)`` for every
+    ``n >= 0``: an exact floor shift of ``x`` with one more bit below, then the one rounding step
+    of :func:`leanattn.hdl.fixed.round_shift`. Floor shifts compose exactly, so the shifter splits
+    across two stages:
 
-    * ``align``: compare the maxima; each side's shift ``n`` (its distance to the larger max),
-      clamped to :attr:`zero_shift`. An empty side gets ``zero_shift``, which drops it exactly.
-    * ``coarse``: ``(2 * x) >> c``, ``c`` = ``n`` with its low :attr:`fine_shift_bits` cleared.
-    * ``fine``: ``>> (n - c)`` (the low bits of ``n``), then ``round_shift(., 1)``.
-    * ``add``: the two sums, into the output register.
+    * ``align``: compare the maxima; route the accumulators to ``hi`` and ``lo``; ``lo``'s shift
+      ``n`` (its distance to the larger max), clamped to :attr:`zero_shift`.
+    * ``coarse``: ``y = (2 * lo) >> c``, ``c`` = ``n`` with its low :attr:`fine_shift_bits` cleared.
+    * ``fine``: ``y >>= n - c`` (the low bits of ``n``).
+    * ``add``: ``hi + round_shift(y, 1)``, as ``hi + (y >> 1) + y[0]``: the rounding increment
+      is the carry in of the sum. Into the output register.
 
-    No stage holds more than half the shifter's levels, and the one with the rounding carry chain
-    has the smaller half: 124 MHz on an ECP5-85F at the default preset (nextpnr-ecp5, out of
-    context), where one stage with the whole shifter reached 73 MHz.
+    ``hi`` is delayed by one register per stage. No stage holds more than half the shifter's
+    levels, and the only carry chains are the compare of the maxima and the sums: 178 MHz on an
+    ECP5-85F at the default preset (nextpnr-ecp5, out of context); 133 MHz with registers in front
+    of the inputs, where the ``align`` select that drives every ``hi`` / ``lo`` multiplexer is the
+    critical path.
 
     Parameters
     ----------
@@ -94,8 +100,8 @@ class Merge(wiring.Component):
 
     @property
     def fine_shift_bits(self):
-        """Low bits of the shift amount applied by the ``fine`` stage: the smaller half, since that
-        stage also holds the rounding increment."""
+        """Low bits of the shift amount applied by the ``fine`` stage: half of them (the smaller
+        half for an odd count)."""
         return bits_for(self.zero_shift) // 2
 
     def elaborate(self, platform):
@@ -119,38 +125,34 @@ class Merge(wiring.Component):
             b.ready.eq(advance & a.valid),
         ]
 
-        # --- align: the larger max and each side's shift --------------------------------------------
+        # --- align: the larger max, the side that passes (hi), the side that shifts (lo) ----------
         align_valid, align_meta = Signal(), Signal(meta)
-        align_shift = {s: Signal(range(self.zero_shift + 1), name=f"align_shift_{s}") for s in "ab"}
-        align_acc   = {s: Signal(acc, name=f"align_acc_{s}") for s in "ab"}
-        align_next  = self._align(m, a.payload, b.payload, align_meta, align_shift)
+        align_shift = Signal(range(self.zero_shift + 1))
+        align_hi, align_lo = Signal(acc), Signal(acc)
+        align_next = self._align(m, a.payload, b.payload, align_meta, align_shift,
+                                 align_hi, align_lo)
         with m.If(advance):
             m.d.sync += [align_valid.eq(a.valid & b.valid), *align_next]
-            for s, beat in (("a", a.payload), ("b", b.payload)):
-                m.d.sync += [align_acc[s].l.eq(beat.l), align_acc[s].o.eq(beat.o)]
 
-        # --- coarse: 2 * x floor-shifted by the high bits of n ---------------------------------------
+        # --- coarse: 2 * lo floor-shifted by the high bits of n; hi delayed -----------------------
         coarse_valid, coarse_meta = Signal(), Signal(meta)
-        coarse_shift = {s: Signal(fine, name=f"coarse_shift_{s}") for s in "ab"}    # n's low bits
-        coarse_acc   = {s: Signal(acc2, name=f"coarse_acc_{s}") for s in "ab"}
+        coarse_shift = Signal(fine)                                         # n's low bits
+        coarse_hi, coarse_lo = Signal(acc), Signal(acc2)
         with m.If(advance):
-            m.d.sync += [coarse_valid.eq(align_valid), coarse_meta.eq(align_meta)]
-            for s in "ab":
-                n = align_shift[s]
-                m.d.sync += [coarse_shift[s].eq(n[:fine]),
-                             *self._each(coarse_acc[s], align_acc[s],
-                                         lambda x, n=n: (x << 1) >> (n[fine:] << fine))]
+            m.d.sync += [coarse_valid.eq(align_valid), coarse_meta.eq(align_meta),
+                         coarse_shift.eq(align_shift[:fine]), coarse_hi.eq(align_hi),
+                         *self._each(coarse_lo, align_lo,
+                                     lambda x: (x << 1) >> (align_shift[fine:] << fine))]
 
-        # --- fine: the low bits of n, then round_shift by 1 (the result fits the accumulator) -------
+        # --- fine: lo floor-shifted by the low bits of n; hi delayed ------------------------------
         fine_valid, fine_meta = Signal(), Signal(meta)
-        fine_acc = {s: Signal(acc, name=f"fine_acc_{s}") for s in "ab"}
+        fine_hi, fine_lo = Signal(acc), Signal(acc2)
         with m.If(advance):
-            m.d.sync += [fine_valid.eq(coarse_valid), fine_meta.eq(coarse_meta)]
-            for s in "ab":
-                m.d.sync += self._each(fine_acc[s], coarse_acc[s],
-                                       lambda x, s=s: round_shift(x >> coarse_shift[s], 1))
+            m.d.sync += [fine_valid.eq(coarse_valid), fine_meta.eq(coarse_meta),
+                         fine_hi.eq(coarse_hi),
+                         *self._each(fine_lo, coarse_lo, lambda x: x >> coarse_shift)]
 
-        # --- add: the exact sums, into the output register -----------------------------------------
+        # --- add: hi + round_shift(lo, 1), into the output register -------------------------------
         with m.If(advance):
             m.d.sync += [
                 out.valid.eq(fine_valid),
@@ -158,30 +160,42 @@ class Merge(wiring.Component):
                 out.payload.valid.eq(fine_meta.valid),
                 out.payload.m.eq(fine_meta.m),
                 out.payload.last.eq(fine_meta.last),
-                out.payload.l.eq(fine_acc["a"].l + fine_acc["b"].l),
+                out.payload.l.eq(self._round_add(fine_hi.l, fine_lo.l)),
             ]
             for lane in range(cfg.lanes):
-                m.d.sync += out.payload.o[lane].eq(fine_acc["a"].o[lane] + fine_acc["b"].o[lane])
+                m.d.sync += out.payload.o[lane].eq(
+                    self._round_add(fine_hi.o[lane], fine_lo.o[lane]))
 
         return m
 
-    def _align(self, m, a, b, meta, shift):
+    def _align(self, m, a, b, meta, shift, hi, lo):
         """The ``align`` stage: compares the maxima (combinational, into ``m``) and returns the
-        register updates of the beat's metadata and of both shift amounts."""
+        register updates of the beat's metadata, of ``hi`` and ``lo`` (the accumulators of the side
+        that passes and of the side that shifts) and of ``lo``'s shift amount."""
         zero   = self.zero_shift
         gap    = Signal(signed(self._cfg.max_bits + 1), name="align_gap")   # m_a - m_b
-        a_wins = Signal(name="align_a_wins")   # a's max is the larger (or equal): b shifts, a not
-        m.d.comb += [gap.eq(a.m - b.m), a_wins.eq(gap >= 0)]
-        clamp  = lambda diff: Mux(diff > zero, zero, diff)
+        a_wins = Signal(name="align_a_wins")   # a's max is the larger (or equal)
+        a_hi   = Signal(name="align_a_hi")     # a passes, b shifts: a valid and (a wins or b empty)
+        m.d.comb += [gap.eq(a.m - b.m), a_wins.eq(gap >= 0),
+                     a_hi.eq(a.valid & (a_wins | ~b.valid))]
+        dist   = Mux(a_wins, gap, b.m - a.m)   # m_hi - m_lo when both are valid
         return [
             meta.head.eq(Mux(a.valid, a.head, b.head)),
             meta.last.eq(a.last),
             # An empty a: the beat is b (empty or not); an empty b: the beat is a.
             meta.valid.eq(a.valid | b.valid),
-            meta.m.eq(Mux(a.valid & (a_wins | ~b.valid), a.m, b.m)),
-            shift["a"].eq(Mux(~a.valid, zero, Mux(~b.valid | a_wins, 0, clamp(-gap)))),
-            shift["b"].eq(Mux(~b.valid & a.valid, zero, Mux(~a.valid | ~a_wins, 0, clamp(gap)))),
+            meta.m.eq(Mux(a_hi, a.m, b.m)),
+            # An empty side is always lo, and zero_shift drops it exactly.
+            shift.eq(Mux(~(a.valid & b.valid) | (dist > zero), zero, dist)),
+            hi.l.eq(Mux(a_hi, a.l, b.l)), hi.o.eq(Mux(a_hi, a.o, b.o)),
+            lo.l.eq(Mux(a_hi, b.l, a.l)), lo.o.eq(Mux(a_hi, b.o, a.o)),
         ]
+
+    @staticmethod
+    def _round_add(hi, y):
+        """``hi + round_shift(y, 1)``, written ``hi + (y >> 1) + y[0]`` (the same integer for every
+        ``y``): the rounding increment is the carry in of the sum, no adder of its own."""
+        return hi + (y >> 1) + y[0]
 
     def _each(self, dst, src, fn):
         """``dst = fn(src)`` for ``l`` and every ``o`` lane of an accumulator struct."""

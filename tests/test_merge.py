@@ -8,9 +8,10 @@ sums at the ``acc_l_bits`` / ``acc_o_bits`` limits, rounding ties of both signs,
 both (with zero and with junk fields), and beat-level random states. The reference of each beat
 is ``golden.merge`` on ``golden.Partial(valid, m, l, o_lanes)`` of both sides.
 
-Fast tier: amaranth.sim at every configuration under each stall pattern, the join property, lint,
-constructor errors, and one short cocotb run per simulator. Slow: >= 10,000 beats per
-configuration through cocotb on Icarus and on Verilator.
+Fast tier: amaranth.sim at every configuration under each stall pattern, hypothesis-drawn beats
+of every swap case (a wins, b wins, equal maxima, a / b / both empty, gaps up to
+``shift_diff_max``), the join property, lint, constructor errors, and one short cocotb run per
+simulator. Slow: >= 10,000 beats per configuration through cocotb on Icarus and on Verilator.
 """
 
 import functools
@@ -23,6 +24,8 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiers import full_pairs
 
 from leanattn.hdl.config import PRESETS
@@ -279,6 +282,9 @@ def test_alignment_identity():
     x = np.arange(-(1 << 11), 1 << 11, dtype=np.int64)[:, None]
     n = np.arange(0, 15, dtype=np.int64)[None, :]
     assert np.array_equal(golden.round_shift(x, n), golden.round_shift((2 * x) >> n, 1))
+    # The winner passes unshifted (n == 0 gives x), and the final rounding is the sum's carry in.
+    assert np.array_equal(golden.round_shift(x, 0)[:, 0], x[:, 0])
+    assert np.array_equal(golden.round_shift(x, 1), (x >> 1) + (x & 1))
 
 
 # --- amaranth.sim -----------------------------------------------------------------------------------
@@ -292,6 +298,58 @@ def test_amaranth(name, idle, backpressure):
     seed = 300 + PATTERNS.index((idle, backpressure))
     simulate(dut, inputs, outputs, idle=idle, backpressure=backpressure, seed=seed,
              latency=latency_of(dut))
+
+
+#: Which side passes unshifted (the larger max; a on equal maxima) or which sides are empty.
+SWAP_CASES = ("a_wins", "b_wins", "equal", "a_empty", "b_empty", "both_empty")
+
+
+@st.composite
+def swap_pair(draw, cfg, case):
+    """One beat pair of ``case``. The shifted side's distance reaches past ``zero_shift`` up to
+    ``shift_diff_max``; an empty side carries junk fields; the sums fit (golden.merge's precondition)."""
+    l_max = (1 << cfg.acc_l_bits) - 1
+    o_min, o_max = -(1 << (cfg.acc_o_bits - 1)), (1 << (cfg.acc_o_bits - 1)) - 1
+    zero = Merge(cfg).zero_shift
+
+    def beat(valid, m, l, o):
+        return {"head": draw(st.integers(0, cfg.max_heads - 1)), "valid": valid, "m": m, "l": l,
+                "o": o, "last": draw(st.integers(0, 1))}
+
+    def state(valid, m):
+        return beat(valid, m, draw(st.integers(0, l_max)),
+                    draw(st.lists(st.integers(o_min, o_max), min_size=cfg.lanes, max_size=cfg.lanes)))
+
+    any_m = st.integers(cfg.max_min, cfg.max_max)
+    if case.endswith("empty"):
+        a = state(int(case == "b_empty"), draw(any_m))
+        b = state(int(case == "a_empty"), draw(any_m))
+        return a, b
+    gap = 0 if case == "equal" else draw(st.one_of(st.integers(1, zero + 1),
+                                                   st.integers(zero - 1, cfg.shift_diff_max)))
+    m_hi = draw(st.integers(cfg.max_min + gap, cfg.max_max))
+    lo = state(1, m_hi - gap)
+    r_l = int(golden.round_shift(lo["l"], gap))
+    r_o = [int(golden.round_shift(x, gap)) for x in lo["o"]]
+    hi = beat(1, m_hi, draw(st.integers(0, l_max - r_l)),
+              [draw(st.integers(o_min - min(r, 0), o_max - max(r, 0))) for r in r_o])
+    return (lo, hi) if case == "b_wins" else (hi, lo)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@settings(max_examples=25)
+@given(data=st.data())
+def test_swap_cases(name, data):
+    """Every swap case in each run, in a drawn order with more drawn pairs, under random stalls."""
+    cfg = TEST_CONFIGS[name]
+    pairs = [data.draw(swap_pair(cfg, case), label=case) for case in SWAP_CASES]
+    pairs += data.draw(st.lists(st.sampled_from(SWAP_CASES).flatmap(lambda c: swap_pair(cfg, c)),
+                                max_size=12), label="more")
+    pairs = data.draw(st.permutations(pairs), label="order")
+    inputs = {"i_a": [pack(cfg, a) for a, _ in pairs], "i_b": [pack(cfg, b) for _, b in pairs]}
+    outputs = {"o_partial": [pack(cfg, expected_beat(cfg, a, b)) for a, b in pairs]}
+    simulate(Merge(cfg), inputs, outputs, idle="random", backpressure="random",
+             seed=data.draw(st.integers(0, 1 << 16), label="stall seed"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
