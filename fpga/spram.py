@@ -21,8 +21,8 @@ import re
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 
-from ..hdl.config import bits_for, ceil_log2
-from ..hdl.kvmem import KVBank, _divide, max_bank_keys
+from ..hdl.config import ceil_log2
+from ..hdl.kvmem import KVBank, max_bank_keys
 
 __all__ = ["SPRAMBank", "SPRAM_WORDS", "SPRAM_BITS", "UP5K_SPRAMS", "spram_geometry",
            "spram_model_verilog"]
@@ -60,6 +60,8 @@ class SPRAMBank(KVBank):
     write's): the read side freezes for it. Stalls: as :class:`KVBank`.
     """
 
+    _negated_base = True        # an iCE40 carry cannot invert: the check adds the negated base
+
     @classmethod
     def max_keys(cls, cfg, *, sprams=UP5K_SPRAMS):
         """Most keys per bank when ``sprams`` SPRAMs are shared out equally over the ``2 * cores``
@@ -94,7 +96,7 @@ class SPRAMBank(KVBank):
         # --- port: a write takes the SPRAMs' one address for its cycle, else the read does -------
         wr = _Port(addr=Signal(ceil_log2(self.words) or 1), data=Signal(word_bits), en=Signal())
         rd = _Port(addr=Signal(ceil_log2(self.words) or 1), data=Signal(word_bits), en=Signal())
-        base_elem, write_error = self._write(m, wr)
+        base, write_error = self._write(m, wr)
         addr = Mux(wr.en, wr.addr, rd.addr)
         lane, row = addr[:lane_bits], addr[lane_bits:lane_bits + row_bits]
         block = addr[lane_bits + row_bits:]
@@ -139,75 +141,35 @@ class SPRAMBank(KVBank):
         m.d.comb += rd.data.eq(wide_word.word_select(rd_lane, slot)[:word_bits] if pack > 1
                                else wide_word[:word_bits])
 
-        req_error = self._read_spram(m, rd, base_elem, wr.en)
+        req_error = self._read_spram(m, rd, base, wr.en)
         m.d.comb += self.o_error.eq(write_error | req_error)
         return m
 
-    def _read_spram(self, m, rd, base_elem, writing):
+    def _read_spram(self, m, rd, base, writing):
         """:meth:`KVBank._read` with the port shared: the read side freezes in a write's cycle, and
         the beat on ``o_data`` is kept in a register from its second cycle on."""
-        cfg = self._cfg
-        req = self.i_req.payload
-        max_beats = ((1 << len(req.keys)) - 1) * cfg.beats_per_key
-        window = self._bank_keys * cfg.head_dim     # elements of the window
-        word_bits = ceil_log2(self.words) or 1
-
-        # --- req: the waiting request, checked and converted to a bank word address --------------
-        req_valid  = Signal()
-        req_word   = Signal(word_bits)
-        req_beats  = Signal(range(max_beats + 1))
-        req_zero   = Signal()
-        req_accept = Signal()
-        req_bad    = Signal()
-        word, aligned = _divide((req.addr - base_elem)[:bits_for(window - 1)], cfg.lanes, window)
-        m.d.comb += [
-            self.i_req.ready.eq(~req_valid),
-            req_accept.eq(self.i_req.valid & self.i_req.ready),
-            req_bad.eq((req.keys == 0) | (req.addr < base_elem) | ~aligned
-                       | (req.addr + req.keys * cfg.head_dim > base_elem + window)),
-        ]
-        with m.If(req_accept):
-            m.d.sync += [req_valid.eq(1), req_word.eq(word), req_beats.eq(req.keys * cfg.beats_per_key),
-                         req_zero.eq(req_bad)]
-
-        # --- gen: one read per cycle while the output moves and no write has the port ------------
-        gen_left    = Signal(range(max_beats + 1))
-        gen_word    = Signal(word_bits)
-        gen_zero    = Signal()
-        out_free    = Signal()                      # o_data's beat (if any) leaves at this edge
-        gen_advance = Signal()                      # ... and a read happens
-        gen_take    = Signal()
-        gen_more    = Signal()
+        req, error = self._request(m, base)
+        out_free = Signal()                         # o_data's beat (if any) leaves at this edge
+        advance  = Signal()                         # ... and a read happens
         m.d.comb += [
             out_free.eq(~self.o_data.valid | self.o_data.ready),
-            gen_advance.eq(out_free & ~writing),
-            gen_take.eq(gen_advance & (gen_left == 0) & req_valid),
-            gen_more.eq(gen_advance & (gen_left != 0)),
-            rd.en.eq(gen_advance),
-            rd.addr.eq(Mux(gen_more, gen_word, req_word)),
+            advance.eq(out_free & ~writing),
         ]
-        with m.If(gen_take):
-            m.d.sync += [req_valid.eq(0), gen_left.eq(req_beats - (req_beats != 0)),
-                         gen_word.eq(req_word + 1), gen_zero.eq(req_zero)]
-        with m.Elif(gen_more):
-            m.d.sync += [gen_left.eq(gen_left - 1), gen_word.eq(gen_word + 1)]
+        beat, zero = self._generate(m, rd, req, advance)
 
         # --- out: the SPRAM's output in a beat's first cycle, its copy after ----------------------
-        out_zero = Signal()
-        held     = Signal()                         # the beat is in its second cycle or later
-        copy     = Signal.like(rd.data)
+        held = Signal()                             # the beat is in its second cycle or later
+        copy = Signal.like(rd.data)
         with m.If(out_free):
-            m.d.sync += self.o_data.valid.eq(gen_advance & (gen_more | (gen_take & (req_beats != 0))))
-        with m.If(gen_advance):
-            m.d.sync += out_zero.eq(Mux(gen_more, gen_zero, req_zero))
+            m.d.sync += self.o_data.valid.eq(beat)
         m.d.sync += [held.eq(self.o_data.valid & ~self.o_data.ready), copy.eq(self.o_data.payload)]
-        with m.If(out_zero):
+        with m.If(zero):
             m.d.comb += self.o_data.payload.eq(0)
         with m.Elif(held):
             m.d.comb += self.o_data.payload.eq(copy)
         with m.Else():
             m.d.comb += self.o_data.payload.eq(rd.data)
-        return req_accept & req_bad
+        return error
 
 
 class _Port:

@@ -28,7 +28,7 @@ four times that); 64 bits at ``default`` (two 36-bit ECP5 PDPW16KD side by side 
 33 at ``odd``; 128 at ``wide``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, ValueCastable, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -123,15 +123,16 @@ class KVBank(wiring.Component):
     A request is **bad** if ``keys`` is 0, ``addr`` is not a multiple of ``lanes``, or the keys do
     not all lie inside the window (checked against the window base at the transfer). It is answered
     with its full count of beats, all zero (none if ``keys`` is 0), so a requester never hangs.
-    The check and the conversion to a bank word address (a subtraction, a shift -- or for
-    ``lanes`` not a power of two a multiply by the constant of :func:`reciprocal` -- and two
-    comparisons) lie between ``i_req`` and the request register.
+    The check and the conversion to a bank word address lie between ``i_req`` and the request
+    register: a subtraction of the window base (in words; for ``lanes`` not a power of two in
+    elements, then a multiply by the constant of :func:`reciprocal`), an addition of the beat count
+    and comparisons with constants.
 
     Latency: :attr:`latency` (2) cycles from a request's transfer to its first beat's, when the
     port is idle: the request register, then the memory read into the output register.
     Throughput: one beat per cycle; the next request's first beat follows the last beat of the
     current one without a gap when the current one has at least two beats (a one-beat request
-    every two cycles otherwise). Stalls: the read and the beat counter freeze while ``o_data``
+    every two cycles otherwise). Stalls: the read and the word counter freeze while ``o_data``
     holds a beat that is not taken (the read port keeps its output: payload held).
     Numerics: none; words as written. A read and a write of one word at the same edge read the
     old word. Reset clears the requests in flight; the words and the window base survive it.
@@ -139,6 +140,10 @@ class KVBank(wiring.Component):
 
     #: Cycles from a request transfer to its first beat's transfer, on an idle port.
     latency = 2
+
+    #: Hold the window base negated (:class:`_NegatedBase`): the request check adds it. Cheaper
+    #: where a carry chain cannot invert an operand (iCE40); a subclass sets it.
+    _negated_base = False
 
     def __init__(self, cfg, *, bank_keys):
         _check_args(cfg, bank_keys)
@@ -167,25 +172,30 @@ class KVBank(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.mem = mem = Memory(shape=kv_data_layout(self._cfg), depth=self.words, init=[])
-        base_elem, write_error = self._write(m, mem.write_port())
-        req_error = self._read(m, mem.read_port(), base_elem)
+        base, write_error = self._write(m, mem.write_port())
+        req_error = self._read(m, mem.read_port(), base)
         m.d.comb += self.o_error.eq(write_error | req_error)
         return m
 
     def _window_base(self, m):
-        """The window base, in elements: a register loaded by ``base`` writes (``i_write`` is
-        always ready). Kept across resets, like the words: the load survives a reset of the
-        requests."""
+        """The window base: a register loaded by ``base`` writes (``i_write`` is always ready), 0
+        until the first. Kept across resets, like the words: the load survives a reset of the
+        requests. Returns it as a value in elements; with :attr:`_negated_base` as a
+        :class:`_NegatedBase`, which is one too."""
         write = self.i_write.payload
-        base_elem = Signal(range(((1 << len(write.addr)) - 1) * self._cfg.lanes + 1), reset_less=True)
+        load = self.i_write.valid & write.base
         m.d.comb += self.i_write.ready.eq(1)
-        with m.If(self.i_write.valid & write.base):
-            m.d.sync += base_elem.eq(write.addr * self._cfg.lanes)
-        return base_elem
+        if self._negated_base:
+            width = max(len(write.addr), len(self.i_req.payload.addr) - _log2(self._cfg.lanes))
+            return _NegatedBase(m, write.addr, load, width, self._cfg.lanes)
+        base = Signal.like(write.addr, reset_less=True)     # a global word address
+        with m.If(load):
+            m.d.sync += base.eq(write.addr)
+        return _times(base, self._cfg.lanes)
 
     def _write(self, m, wr):
-        """Data words into the memory, the window base into a register; return ``(window base in
-        elements, error pulse)``."""
+        """Data words into the memory, the window base into a register; return ``(window base
+        (:meth:`_window_base`), error pulse)``."""
         write = self.i_write.payload
         in_bank = Signal()
         m.d.comb += [
@@ -196,79 +206,171 @@ class KVBank(wiring.Component):
         ]
         return self._window_base(m), self.i_write.valid & ~write.base & ~in_bank
 
-    def _read(self, m, rd, base_elem):
-        """Check and hold one request; read its beats out of the memory; return the error pulse."""
-        cfg = self._cfg
-        req = self.i_req.payload
-        max_beats = ((1 << len(req.keys)) - 1) * cfg.beats_per_key
-        window = self._bank_keys * cfg.head_dim     # elements of the window
-        word_bits = ceil_log2(self.words) or 1      # a bank word address (a 1-word bank: 1 bit)
-
-        # --- req: the waiting request, checked and converted to a bank word address --------------
-        req_valid  = Signal()
-        req_word   = Signal(word_bits)
-        req_beats  = Signal(range(max_beats + 1))
-        req_zero   = Signal()                       # a bad request: answer with zero beats
-        req_accept = Signal()
-        req_bad    = Signal()
-        word, aligned = _divide((req.addr - base_elem)[:bits_for(window - 1)], cfg.lanes, window)
-        m.d.comb += [
-            self.i_req.ready.eq(~req_valid),
-            req_accept.eq(self.i_req.valid & self.i_req.ready),
-            req_bad.eq((req.keys == 0) | (req.addr < base_elem) | ~aligned
-                       | (req.addr + req.keys * cfg.head_dim > base_elem + window)),
-        ]
-        with m.If(req_accept):
-            m.d.sync += [
-                req_valid.eq(1),
-                req_word.eq(word),
-                req_beats.eq(req.keys * cfg.beats_per_key),
-                req_zero.eq(req_bad),
-            ]
-
-        # --- gen: the request being answered; one read per cycle while the output moves ----------
-        gen_left    = Signal(range(max_beats + 1))  # its beats not yet read
-        gen_word    = Signal(word_bits)
-        gen_zero    = Signal()
-        gen_advance = Signal()                      # the output register may load
-        gen_take    = Signal()                      # start the waiting request: its first read
-        gen_more    = Signal()                      # the next read of the current request
-        m.d.comb += [
-            gen_advance.eq(~self.o_data.valid | self.o_data.ready),
-            gen_take.eq(gen_advance & (gen_left == 0) & req_valid),
-            gen_more.eq(gen_advance & (gen_left != 0)),
-        ]
-        with m.If(gen_take):
-            m.d.sync += [
-                req_valid.eq(0),
-                gen_left.eq(req_beats - (req_beats != 0)),
-                gen_word.eq(req_word + 1),
-                gen_zero.eq(req_zero),
-            ]
-        with m.Elif(gen_more):
-            m.d.sync += [gen_left.eq(gen_left - 1), gen_word.eq(gen_word + 1)]
+    def _read(self, m, rd, base):
+        """Check and hold one request; read its beats out of the memory; return the error pulse.
+        ``base`` is the window base of :meth:`_window_base`."""
+        req, error = self._request(m, base)
+        advance = Signal()                          # the output register may load
+        m.d.comb += advance.eq(~self.o_data.valid | self.o_data.ready)
+        beat, zero = self._generate(m, rd, req, advance)
 
         # --- out: the read port's register is the payload; valid and the zero flag beside it -----
-        out_zero = Signal()
-        m.d.comb += [
-            rd.en.eq(gen_advance),
-            rd.addr.eq(Mux(gen_more, gen_word, req_word)),
-        ]
-        with m.If(gen_advance):
-            m.d.sync += [
-                self.o_data.valid.eq(gen_more | (gen_take & (req_beats != 0))),
-                out_zero.eq(Mux(gen_more, gen_zero, req_zero)),
-            ]
-        with m.If(~out_zero):
+        with m.If(advance):
+            m.d.sync += self.o_data.valid.eq(beat)
+        with m.If(~zero):
             m.d.comb += self.o_data.payload.eq(rd.data)
-        return req_accept & req_bad
+        return error
+
+    def _request(self, m, base):
+        """The waiting request: ``i_req`` checked against the window and converted to bank words,
+        in a register; ``ready`` while it is empty. Returns ``(the register (a :class:`_Request`),
+        error pulse)``.
+
+        In bank words the request reads ``offset .. end - 1``; it is good when it is aligned,
+        ``keys > 0``, ``offset >= 0`` and ``end <= words``. The offset is one subtraction of the
+        base (an addition of a :class:`_NegatedBase`), whose borrow (carry) answers ``addr <
+        base``; for ``lanes`` a power of two it is taken in words (the base is a whole word, so
+        alignment is the low bits of ``addr``), else in elements and divided (:func:`_divide`). An
+        offset of ``2**word_bits`` or more is past the window whatever ``keys``; ``end`` adds
+        ``keys * beats_per_key`` to the offset's low ``word_bits`` bits, one addition for both the
+        check and the count: kept to :func:`_count_bits` bits, ``end - offset`` is the beat count
+        modulo their range, for a bad request too."""
+        cfg = self._cfg
+        req = self.i_req.payload
+        word_bits = ceil_log2(self.words) or 1      # a bank word address (a 1-word bank: 1 bit)
+        shift = _log2(cfg.lanes)
+        far = Const(0)
+        if _is_pow2(cfg.lanes) and isinstance(base, _NegatedBase):
+            total = req.addr[shift:] + base.negated
+            offset, below = total[:-1], base.nonzero & ~total[-1]   # the carry: addr >= base
+            aligned = req.addr[:shift] == 0
+        elif _is_pow2(cfg.lanes):
+            diff = req.addr[shift:] - base[shift:]                  # the top bit: the borrow
+            offset, below, aligned = diff[:-1], diff[-1], req.addr[:shift] == 0
+        else:
+            window = self._bank_keys * cfg.head_dim
+            span = bits_for(window - 1)
+            diff = req.addr - base
+            offset, aligned = _divide(diff[:span], cfg.lanes, window)
+            below, far = diff[-1], diff[span:-1].any()
+        far = far | offset[word_bits:].any()
+        end = _add_multiple(offset[:word_bits], req.keys, cfg.beats_per_key)
+
+        r = _Request(word_bits, _count_bits(cfg, word_bits))
+        bad = Signal()                              # answer with zero beats
+        m.d.comb += [
+            self.i_req.ready.eq(~r.valid),
+            r.accept.eq(self.i_req.valid & ~r.valid),
+            bad.eq((req.keys == 0) | ~aligned | below | far | (end > self.words)),
+        ]
+        with m.If(r.accept):
+            m.d.sync += [r.valid.eq(1), r.word.eq(offset), r.end.eq(end), r.some.eq(req.keys != 0),
+                         r.zero.eq(bad)]
+        return r, r.accept & bad
+
+    def _generate(self, m, rd, req, advance):
+        """The request being answered: a read at each ``advance``, of its next word or, when it has
+        none left, of the waiting request's first. Drives ``rd.en`` and ``rd.addr``; returns
+        ``(beat, zero)``: whether the read is a beat, and a register loaded at ``advance`` with the
+        read's zero flag (its request is bad).
+
+        One counter, no beat count: ``ahead``, the word after the last read, counts up to the
+        request's ``end`` (reads are left while ``ahead != end``; both are 0 after reset). It loads
+        the word read plus one, so the incrementer feeds the register alone (on an iCE40 they share
+        logic cells). The zero flag of a read of the current request is that of the read before."""
+        ahead = Signal(req.bits)                    # the word after the last read
+        end   = Signal(req.bits)                    # one past the request's last word
+        word  = Signal(req.bits)                    # the word read now
+        more  = Signal()                            # the next read of the current request
+        take  = Signal()                            # start the waiting request: its first read
+        zero  = Signal()
+        m.d.comb += [
+            more.eq(advance & (ahead != end)),
+            take.eq(advance & (ahead == end) & req.valid),
+            word.eq(Mux(more, ahead, req.word)),
+            rd.en.eq(advance),
+            rd.addr.eq(word),
+        ]
+        with m.If(take):
+            m.d.sync += req.valid.eq(0)
+        with m.If(more | (take & req.some)):
+            m.d.sync += ahead.eq(word + 1)
+        with m.If(take & req.some):
+            m.d.sync += end.eq(req.end)
+        with m.If(advance & ~more):
+            m.d.sync += zero.eq(req.zero)
+        return more | (take & req.some), zero
+
+
+class _Request:
+    """The request register of :meth:`KVBank._request`: a bank word address of ``word_bits`` bits,
+    and ``bits`` for the word counter."""
+
+    def __init__(self, word_bits, bits):
+        self.bits   = bits
+        self.valid  = Signal(name="req_valid")
+        self.accept = Signal(name="req_accept")
+        self.word   = Signal(word_bits, name="req_word")    # offset: its first word
+        self.end    = Signal(bits, name="req_end")          # offset + beats, modulo 2**bits
+        self.some   = Signal(name="req_some")               # keys != 0: it has beats
+        self.zero   = Signal(name="req_zero")               # bad: its beats are zero
+
+
+class _NegatedBase(ValueCastable):
+    """A window base register holding ``-base`` modulo ``2**width`` (``~(addr - 1)``, computed
+    where it is loaded), and whether the base is nonzero (the carry of that decrement). A request
+    check adds it: no operand to invert, and a base of 0 is still 0 at power-up. As a value, the
+    base in elements (global word address times ``lanes``)."""
+
+    def __init__(self, m, addr, load, width, lanes):
+        self.negated = Signal(width, reset_less=True)
+        self.nonzero = Signal(reset_less=True)
+        less = addr + ((1 << width) - 1)                        # addr - 1, and the carry: addr != 0
+        with m.If(load):
+            m.d.sync += [self.negated.eq(~less[:width]), self.nonzero.eq(less[width])]
+        self._elements = _times((-self.negated)[:width], lanes)
+
+    def shape(self):
+        return self._elements.shape()
+
+    def as_value(self):
+        return self._elements
+
+
+def _count_bits(cfg, word_bits):
+    """Bits of the word counter: a bank word address, and a beat count up to ``keys`` of
+    ``2**length_bits - 1``."""
+    return max(word_bits, bits_for(((1 << cfg.length_bits) - 1) * cfg.beats_per_key))
+
+
+def _is_pow2(n):
+    return n & (n - 1) == 0
+
+
+def _log2(n):
+    """The exponent of a power of two (0 otherwise: no shift)."""
+    return n.bit_length() - 1 if _is_pow2(n) else 0
+
+
+def _times(value, factor):
+    """``value * factor``; a power of two as a shift."""
+    return value << _log2(factor) if _is_pow2(factor) else value * factor
+
+
+def _add_multiple(value, other, factor):
+    """``value + other * factor``: the low bits of ``value`` below the power-of-two part of
+    ``factor`` pass by the adder."""
+    shift = (factor & -factor).bit_length() - 1
+    if len(value) <= shift:
+        return value + _times(other, factor)
+    return Cat(value[:shift], value[shift:] + _times(other, factor >> shift))
 
 
 def _divide(value, divisor, bound):
     """``(value // divisor, divisor divides value)`` for ``0 <= value < bound``: a shift for a
     power of two, else a multiply by :func:`reciprocal`."""
-    if divisor & (divisor - 1) == 0:
-        shift = divisor.bit_length() - 1
+    if _is_pow2(divisor):
+        shift = _log2(divisor)
         return value >> shift, (value[:shift] == 0) if shift else Const(1, 1)
     mult, shift = reciprocal(divisor, bound)
     quotient = (value * mult) >> shift
