@@ -8,7 +8,7 @@ from the first beat of each partial and held for its other beats. It equals
 :func:`leanattn.sim.golden.normalize` bit for bit.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
@@ -44,6 +44,31 @@ def _through(m, value, shape, stages, suffix, enable, *, reset_less=True):
             m.d.sync += reg.eq(value)
         regs[stage] = value = reg
     return regs
+
+
+def _queue(m, fields, *, put, take, depth, name):
+    """``fields`` (name: ``(value, shape)``) stored on ``put`` in the next of ``depth`` slots in
+    turn, registers of ``shape``; returns the oldest stored entry's fields (name: value), read until
+    ``take`` moves on to the next slot. In order, at most ``depth`` entries held: a beat's values
+    while it is in a run of stages that holds at most ``depth`` beats at a time, in place of a
+    register per stage."""
+    slots = {key: [Signal(shape, name=f"{name}_{key}_{i}", reset_less=True) for i in range(depth)]
+             for key, (_, shape) in fields.items()}
+    fields = {key: value for key, (value, _) in fields.items()}
+    if depth == 1:
+        with m.If(put):
+            m.d.sync += [slots[key][0].eq(value) for key, value in fields.items()]
+        return {key: regs[0] for key, regs in slots.items()}
+    put_at  = Signal(range(depth), name=f"{name}_put")
+    take_at = Signal(range(depth), name=f"{name}_take")
+    with m.If(put):
+        m.d.sync += put_at.eq(Mux(put_at == depth - 1, 0, put_at + 1))
+        for i in range(depth):
+            with m.If(put_at == i):
+                m.d.sync += [slots[key][i].eq(value) for key, value in fields.items()]
+    with m.If(take):
+        m.d.sync += take_at.eq(Mux(take_at == depth - 1, 0, take_at + 1))
+    return {key: Array(regs)[take_at] for key, regs in slots.items()}
 
 
 def _gate(m, *, enable, transfer, cycles, name):
@@ -83,7 +108,12 @@ class Normalizer(wiring.Component):
     factor is complete and held), ``lanes`` (the aligned lanes, held as the lane multipliers'
     operands), ``mul1`` .. ``mulM`` (``M = lane phases + 1``: the lane products, complete in
     ``mulM``) and ``out``. A beat enters ``recip`` at most once per ``norm_cycles`` cycles, and
-    ``scale`` as well, so every multiplier is free again when the next beat reaches it.
+    ``scale`` as well, so every multiplier is free again when the next beat reaches it. For the
+    same reason ``scale`` .. ``facF`` hold at most ``ceil((F + 1) / norm_cycles)`` beats and the
+    stages before ``out`` at most ``ceil((len(stages) - 1) / norm_cycles)``: a beat's aligned
+    lanes and whether it is a first beat wait for ``lanes``, its head, last and output shift for
+    ``out``, in that many slots taken in turn rather than in a register per stage (``o_out``'s
+    payload means something only with ``valid``).
 
     Parameters
     ----------
@@ -217,22 +247,23 @@ class Normalizer(wiring.Component):
         valids = _through(m, recip_out.valid & enter, 1, self.stages[:-1], "valid", advance,
                           reset_less=False)
         carry(m, valids[self.stages[-2]], self.o_out.valid, self.stages[-1:], "valid", advance)
-        carry(m, tag.head, out.head, self.stages, "head", advance)
-        carry(m, tag.last, out.last, self.stages, "last", advance)
+        if cycles == 1:
+            carry(m, tag.head, out.head, self.stages, "head", advance)
+            carry(m, tag.last, out.last, self.stages, "last", advance)
 
         # --- partial: a first beat sets e and the output shift; the other beats use them ---------
         first, e, amount = self._partial(m, take, recip_out.payload.e, tag)
-        # e >= P as l >= 1.0.
+        # P <= e < acc_l_bits as l >= 1.0: the shift takes the bits of e - P's range.
         norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
-        aligned = [saturate(round_shift(tag.o[k], (e - frac)[:len(e)]), norm_min, norm_max)
+        align = (e - frac)[:bits_for(cfg.acc_l_bits - 1 - frac)]
+        aligned = [saturate(round_shift(tag.o[k], align), norm_min, norm_max)
                    for k in range(cfg.lanes)]
 
         # --- the factor, the products, out --------------------------------------------------------
         if cycles == 1:
             self._parallel(m, advance, take & first, recip_out.payload.r, tag.out_mant, aligned, amount)
         else:
-            self._serial(m, advance, valids, take & first, first, recip_out.payload.r, tag.out_mant,
-                         aligned, amount)
+            self._serial(m, advance, valids, take, first, recip_out.payload.r, tag, aligned, amount)
         return m
 
     def _partial(self, m, take, e, tag):
@@ -282,27 +313,41 @@ class Normalizer(wiring.Component):
             m.d.sync += [out.out[k].eq(saturate(round_shift(mul_product[k], mul_amount),
                                                 cfg.output_min, cfg.output_max)) for k in lanes]
 
-    def _serial(self, m, advance, valids, starts, first, r, out_mant, aligned, amount):
-        """``norm_cycles > 1``: the factor and the lane products on shared multipliers."""
+    def _serial(self, m, advance, valids, take, first, r, tag, aligned, amount):
+        """``norm_cycles > 1``: the factor and the lane products on shared multipliers.
+
+        Beats enter ``scale`` at least ``norm_cycles`` advancing cycles apart, so a run of ``n``
+        stages holds at most ``ceil(n / norm_cycles)`` of them: what a beat takes from ``scale``
+        to a later stage waits in that many slots (:func:`_queue`), not in a register per stage.
+        """
         cfg = self._cfg
         lanes = range(cfg.lanes)
         out = self.o_out.payload
         fac, lane = self.factor_products, self.lane_products
         fac_stages = self.stages[:self.stages.index("lanes")]          # scale, fac1 .. facF
-        fac_last = fac_stages[-1]
+        fac_last, out_from = fac_stages[-1], self.stages[-2]
+        starts = take & first
+        slots = lambda count: -(-count // cfg.norm_cycles)
 
         # --- scale .. facF: the beat waits while a first beat's factor is multiplied -------------
-        # The amount goes on to out; first and the aligned lanes as far as facF.
-        amounts = _through(m, amount, amount.shape(), self.stages[:-1], "amount", advance)
-        firsts  = _through(m, first, 1, fac_stages, "first", advance)
-        waiting = [_through(m, aligned[k], signed(cfg.norm_o_bits), fac_stages, f"aligned_{k}", advance)
-                   for k in lanes]
+        # The amount, head and last wait for out (from scale to the stage before it); first and
+        # the aligned lanes for lanes (from scale to facF).
+        waiting = _queue(m, {"first": (first, 1),
+                             **{f"aligned_{k}": (aligned[k], signed(cfg.norm_o_bits)) for k in lanes}},
+                         put=take, take=advance & valids[fac_last], depth=slots(len(fac_stages)),
+                         name="fac_q")
+        ending  = _queue(m, {"amount": (amount, amount.shape()), "head": (tag.head, len(tag.head)),
+                             "last": (tag.last, 1)},
+                         put=take, take=advance & valids[out_from], depth=slots(len(self.stages) - 1),
+                         name="out_q")
+        with m.If(advance):
+            m.d.sync += [out.head.eq(ending["head"]), out.last.eq(ending["last"])]
 
         # --- factor: r * out_mant of a first beat, from scale on, on the factor's multipliers ----
         fac_r    = Signal(unsigned(cfg.recip_bits), name="fac_r", reset_less=True)
         fac_mant = Signal(unsigned(cfg.scale_bits), name="fac_mant", reset_less=True)
         with m.If(starts):
-            m.d.sync += [fac_r.eq(r), fac_mant.eq(out_mant)]
+            m.d.sync += [fac_r.eq(r), fac_mant.eq(tag.out_mant)]
         phase = fac.counter(m, enable=advance, start=starts, name="fac_phase")
         parts, mul_phase = fac.multiply(m, enable=advance, phase=phase, xs=[fac_r], y=fac_mant,
                                         name="fmul")
@@ -314,8 +359,8 @@ class Normalizer(wiring.Component):
         lanes_aligned = [Signal(signed(cfg.norm_o_bits), name=f"lanes_aligned_{k}", reset_less=True)
                          for k in lanes]
         with m.If(advance & valids[fac_last]):
-            m.d.sync += [lanes_aligned[k].eq(waiting[k][fac_last]) for k in lanes]
-            with m.If(firsts[fac_last]):
+            m.d.sync += [lanes_aligned[k].eq(waiting[f"aligned_{k}"]) for k in lanes]
+            with m.If(waiting["first"]):
                 m.d.sync += part_factor.eq(round_shift(product, cfg.recip_frac_bits))
 
         # --- mul1 .. mulM: aligned o x factor on the lane multipliers ----------------------------
@@ -327,5 +372,5 @@ class Normalizer(wiring.Component):
 
         # --- out: round away P + out_shift fraction bits, saturate to output_bits ----------------
         with m.If(advance):
-            m.d.sync += [out.out[k].eq(saturate(round_shift(products[k], amounts[self.stages[-2]]),
+            m.d.sync += [out.out[k].eq(saturate(round_shift(products[k], ending["amount"]),
                                                 cfg.output_min, cfg.output_max)) for k in lanes]

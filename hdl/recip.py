@@ -83,9 +83,11 @@ class Reciprocal(wiring.Component):
         interp=recip_interp_bits > 0)``.
     stages : tuple of str
         Names of the pipeline stages, in order: ``chunk`` (leading one within each chunk of
-        :data:`ENCODER_CHUNK_BITS` bits), ``lead`` (across the chunks: ``e``), ``read`` (the
-        mantissa bits below the leading one address the table), then ``interp`` (with
-        interpolation) or ``out`` (a plain register, without).
+        :data:`ENCODER_CHUNK_BITS` bits, but the chunks wholly below bit P, which the contract
+        leaves without the leading one; ``l`` goes on without its bits below ``P - U``, which no
+        mantissa reaches), ``lead`` (across the chunks: ``e``), ``read`` (the mantissa bits below
+        the leading one address the table), then ``interp`` (with interpolation) or ``out`` (a
+        plain register, without).
     latency : int
         ``len(stages)``: 4.
 
@@ -149,14 +151,19 @@ class Reciprocal(wiring.Component):
             m.d.comb += port.en.eq(advance)
 
         # --- chunk, lead: e = floor(log2 l), a two-stage priority encoder -------------------------
-        lead_e, lead_l = _leading_one(m, self.i_l.payload.l, advance)
+        # The contract l >= 2**P puts the leading one at P or above, and the mantissa at P - U or
+        # above: the encoder leaves out the chunks wholly below P, the registers the bits below
+        # P - U.
+        low = max(0, cfg.exp_frac_bits - mant)
+        lead_e, lead_l = _leading_one(m, self.i_l.payload.l, advance, floor=cfg.exp_frac_bits,
+                                      low=low)
 
         # --- read: the U bits below the leading one address the table -----------------------------
         # l is shifted left so that its leading one lands on bit width - 1, with U zeros below it
         # for a short l (the contract e >= P bounds the shift by width - 1 - P); the ROM's output
         # registers and these are the stage's.
         read_shift = (width - 1 - lead_e)[:bits_for(width - 1 - cfg.exp_frac_bits)]
-        read_x     = (Cat(Const(0, mant), lead_l) << read_shift)[width - 1:width - 1 + mant]
+        read_x     = (Cat(Const(0, mant + low), lead_l) << read_shift)[width - 1:width - 1 + mant]
         read_e     = Signal.like(lead_e)
         for k, port in enumerate(read_ports):
             m.d.comb += port.addr.eq(read_x[interp:] + k if k else read_x[interp:])
@@ -188,18 +195,22 @@ class Reciprocal(wiring.Component):
 
 
 
-def _leading_one(m, l, advance):
+def _leading_one(m, l, advance, *, floor, low):
     """The ``chunk`` and ``lead`` stages: ``(lead_e, lead_l)``, the leading one's position and
-    ``l``, two stages after ``l``."""
+    ``l >> low`` (``l``'s bits from ``low`` up), two stages after ``l``. The leading one is sought
+    from bit ``floor`` up (the chunks wholly below it are left out); ``lead_e`` is 0 when those
+    bits are all 0."""
     width = len(l)
     # --- chunk: the leading one within each chunk of l ---------------------------------------
-    chunks = [l[lo:lo + ENCODER_CHUNK_BITS] for lo in range(0, width, ENCODER_CHUNK_BITS)]
+    first = floor // ENCODER_CHUNK_BITS * ENCODER_CHUNK_BITS
+    bases = range(first, width, ENCODER_CHUNK_BITS)
+    chunks = [l[lo:lo + ENCODER_CHUNK_BITS] for lo in bases]
     chunk_any = Signal(len(chunks))
     chunk_pos = [Signal(range(len(c)), name=f"chunk_pos_{k}") if len(c) > 1 else Const(0, 1)
                  for k, c in enumerate(chunks)]
-    chunk_l   = Signal.like(l)
+    chunk_l   = Signal(width - low)
     with m.If(advance):
-        m.d.sync += [chunk_any.eq(Cat(c.any() for c in chunks)), chunk_l.eq(l)]
+        m.d.sync += [chunk_any.eq(Cat(c.any() for c in chunks)), chunk_l.eq(l[low:])]
         for chunk, pos in zip(chunks, chunk_pos):
             if len(chunk) > 1:
                 m.d.sync += pos.eq(0)
@@ -209,10 +220,10 @@ def _leading_one(m, l, advance):
 
     # --- lead: e = the leading one of the highest non-zero chunk -----------------------------
     lead_e = Signal(bits_for(width - 1))
-    lead_l = Signal.like(l)
+    lead_l = Signal.like(chunk_l)
     with m.If(advance):
-        m.d.sync += [lead_l.eq(chunk_l), lead_e.eq(0)]       # 0 for l = 0 (outside the contract)
-        for k, pos in enumerate(chunk_pos):        # the highest non-zero chunk is assigned last
+        m.d.sync += [lead_l.eq(chunk_l), lead_e.eq(0)]    # 0 for l < 2**floor (outside the contract)
+        for k, (base, pos) in enumerate(zip(bases, chunk_pos)):   # the highest non-zero chunk last
             with m.If(chunk_any[k]):
-                m.d.sync += lead_e.eq(k * ENCODER_CHUNK_BITS + pos)
+                m.d.sync += lead_e.eq(base + pos)
     return lead_e, lead_l
