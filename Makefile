@@ -12,7 +12,7 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 PYTEST  := $(PY) -m pytest -n auto
 
-.PHONY: all setup tools demo verilog config test test-fast bench accuracy resources synth synth-all lint clean
+.PHONY: all setup tools demo verilog config test test-fast bench accuracy resources fmax synth synth-all lint clean
 
 all: demo
 
@@ -77,6 +77,10 @@ accuracy: setup
 
 resources: setup
 	$(PY) -m leanattn.fpga.unit_resources --preset $(PRESET) --out build/synth/units
+
+# ECP5-85F Fmax and critical path of each unit alone (minutes at default; exit 1 below 100 MHz).
+fmax: setup
+	$(PY) -m leanattn.fpga.unit_fmax --preset $(PRESET) --out build/synth/fmax
 
 # -- FPGA builds ---------------------------------------------------------------------------------
 # make synth BOARD=icebreaker PRESET=tiny | BOARD=ulx3s PRESET=default: bitstream and

@@ -37,7 +37,7 @@ from ..hdl.layouts import partial_layout
 
 __all__ = [
     "Unit", "UNITS", "PER", "UP5K_BUDGET", "RESOURCES", "NOT_BUILT", "UnitSynthesisError",
-    "yosys_command", "synthesize", "synthesize_unit", "report", "main",
+    "yosys_command", "synthesize", "synthesize_unit", "report", "select_units", "main",
 ]
 
 #: Columns of the report: (key, what counts).
@@ -291,6 +291,19 @@ def report(cfg, out_dir, *, preset="custom", units=None, progress=True):
     return data, markdown
 
 
+def select_units(names, units):
+    """The entries of ``units`` named in ``names`` (comma-separated; ``None`` or empty: all of
+    them), in the order given; :class:`~leanattn.cli.UsageError` naming any unknown one."""
+    if not names:
+        return list(units)
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    known = {unit.name: unit for unit in units}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise UsageError(f"unknown unit(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[name] for name in wanted]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m leanattn.fpga.unit_resources",
                                      description="iCE40UP5K resources of each datapath unit, alone.")
@@ -305,14 +318,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         cfg = load_config(None if args.config else args.preset, args.config, args.overrides)
-        units = UNITS
-        if args.units:
-            names = [name.strip() for name in args.units.split(",") if name.strip()]
-            known = {unit.name: unit for unit in UNITS}
-            unknown = [name for name in names if name not in known]
-            if unknown:
-                raise UsageError(f"unknown unit(s) {', '.join(unknown)}; known: {', '.join(known)}")
-            units = [known[name] for name in names]
+        units = select_units(args.units, UNITS)
     except UsageError as error:
         print(f"unit_resources: error: {error}", file=sys.stderr)
         return 2
