@@ -12,7 +12,8 @@ Machine-readable results come from the tools themselves: ``stat -json`` right af
 utilization, Fmax per clock, critical paths). ``report.json`` and ``report.md`` sum them up:
 
 * ``resources``: per key of :data:`~leanattn.fpga.boards.RESOURCE_KEYS`, ``used`` (after
-  placement where nextpnr reports it, else after synthesis), ``synthesized``, ``placed``,
+  placement where nextpnr reports it, else after packing, else after synthesis; ``source`` says
+  which: ``placed``, ``packed`` or ``synthesized``), ``synthesized``, ``placed``, ``packed``,
   ``available`` and the ``primitive`` counted;
 * ``fmax_mhz`` of the design clock (the clock with the highest constraint), ``target_mhz`` of the
   board, every clock in ``clocks``, ``timing_met`` (every clock meets its constraint and the design
@@ -20,6 +21,11 @@ utilization, Fmax per clock, critical paths). ``report.json`` and ``report.md`` 
 * ``fits``, with ``reasons`` when it does not: a tool failed, a resource is over the budget, or
   fewer primitives than :func:`expected_primitives` are present. The last one guards the numbers:
   logic that synthesis optimized away makes a design look small, and must not pass as fitting.
+
+When nextpnr does not finish on the iCE40 (typically: more logic cells than the device has), the
+flow runs it once more with ``--pack-only`` (``top.packed.json``, ``top.packed.log``; a second or two)
+for the number of logic cells the design needs: a flip-flop shares a cell only with a LUT that
+feeds it alone, and carry chains take cells too, so that count is above the SB_LUT4 count.
 
 The command exits with 1 when the design does not fit or misses timing; the reports are written
 either way. YoWASP sees ``/tmp`` as a private folder, so every tool runs inside the output folder
@@ -51,7 +57,19 @@ NAME = "top"
 
 #: Files a build leaves; removed before a build so that a failed stage never reports old numbers.
 PRODUCTS = ("top.json", "top.stat.json", "top.report.json", "top.rpt", "top.tim", "top.asc", "top.bin",
-            "top.config", "top.bit", "top.svf", "report.json", "report.md")
+            "top.config", "top.bit", "top.svf", "top.packed.json", "top.packed.log", "report.json",
+            "report.md")
+
+#: Families whose ``LUT4`` count is known only once the design is packed (iCE40: a logic cell holds
+#: a LUT4 and a flip-flop). There a failed placement is followed by a ``--pack-only`` run
+#: (:func:`_pack_only`). The ECP5's slices count LUT4 and flip-flop sites separately, and its
+#: synthesized counts already weigh carries and distributed RAM as nextpnr-ecp5 does.
+PACK_ONLY_FAMILIES = ("iCE40",)
+
+#: Options of a nextpnr command line that write a product (each with a value); a ``--pack-only``
+#: run writes none of them.
+_PNR_OUTPUTS = ("--asc", "--textcfg", "--report", "--log", "--write", "--sdf", "--placed-svg",
+                "--routed-svg")
 
 #: Stages of a build, as named on the progress lines and in ``runtimes_s``.
 STAGES = ("elaborate", "yosys", "nextpnr", "pack")
@@ -328,6 +346,35 @@ def _build(board, out_dir, runtimes, *, pack, progress, timeout):
     return stages, reasons
 
 
+def _pack_only_argv(argv):
+    """The plan's nextpnr command (``argv``) as a ``--pack-only`` run: the same device, package,
+    constraints and netlist, its products replaced by ``top.packed.json`` and ``top.packed.log``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _PNR_OUTPUTS:
+            skip = True
+        elif arg.split("=", 1)[0] not in _PNR_OUTPUTS:
+            kept.append(arg)
+    return [*kept, "--pack-only", "--report", f"{NAME}.packed.json", "--log", f"{NAME}.packed.log"]
+
+
+def _pack_only(board, out_dir, runtimes, *, progress, timeout):
+    """nextpnr's utilization after packing alone (``{}`` if that fails too), its seconds in
+    ``runtimes["pack-only"]``. Run when placement failed, for the cells the design needs."""
+    env = {**os.environ, **toolchain_env()}
+    commands = json.loads((out_dir / f"build_{NAME}.json").read_text())["commands"]
+    argv = next(argv for argv in commands if argv[0] == board.family.nextpnr)
+    code, seconds = _run_tool(_resolve(_pack_only_argv(argv), env), out_dir, env, "pack-only",
+                              f"{NAME}.packed.log", progress=progress, timeout=timeout)
+    runtimes["pack-only"] = round(seconds, 2)
+    report = out_dir / f"{NAME}.packed.json"
+    if code != 0 or not report.is_file():
+        return {}
+    return json.loads(report.read_text()).get("utilization", {})
+
+
 def _results(out_dir, stages):
     """Yosys' cell counts and nextpnr's report (empty where the stage did not finish)."""
     stat_file, pnr_file = out_dir / f"{NAME}.stat.json", out_dir / f"{NAME}.report.json"
@@ -397,13 +444,41 @@ def _versions(out_dir, board):
     return {"yosys": yosys, "packages": packages}
 
 
+def _resources(board, cells, placing, packing):
+    """The ``resources`` of a report from Yosys' ``num_cells_by_type`` (``cells``) and nextpnr's
+    ``utilization`` after placement (``placing``) and after packing alone (``packing``); each may
+    be empty or ``None`` (the stage did not finish or did not run)."""
+    synthesized = board.synth_counts(cells) if cells else dict.fromkeys(RESOURCE_KEYS)
+    placed = board.placed_counts(placing) if placing else dict.fromkeys(RESOURCE_KEYS)
+    packed = board.placed_counts(packing) if packing else dict.fromkeys(RESOURCE_KEYS)
+    counts = {"placed": placed, "packed": packed, "synthesized": synthesized}   # in order of trust
+    resources = {}
+    for key in RESOURCE_KEYS:
+        source = next((name for name, count in counts.items() if count[key] is not None), None)
+        resources[key] = {"used": counts[source][key] if source else None, "available": board.available[key],
+                          "synthesized": synthesized[key], "placed": placed[key],
+                          "primitive": board.family.primitives[key], "packed": packed[key], "source": source}
+    return resources
+
+
+def _lut4_cells(report):
+    """``LUT4: N logic cells packed (M SB_LUT4)`` for an iCE40 report whose ``LUT4`` count comes
+    from packing, else ``None``."""
+    res = report["resources"]["LUT4"]
+    if report["family"] != "iCE40" or res.get("source") != "packed":
+        return None
+    synth = "-" if res["synthesized"] is None else res["synthesized"]
+    return f"LUT4: {res['used']} logic cells packed ({synth} {res['primitive']})"
+
+
 def _check(report, expected):
     """Fill in ``fits`` and its ``reasons``."""
     reasons = report["reasons"]
     for key, res in report["resources"].items():
         if res["used"] is not None and res["used"] > res["available"]:
-            reasons.append(f"{key}: {res['used']} {res['primitive'] or key} used, the device has "
-                           f"{res['available']}")
+            cells = _lut4_cells(report) if key == "LUT4" else None
+            what = cells or f"{key}: {res['used']} {res['primitive'] or key} used"
+            reasons.append(f"{what}, the device has {res['available']}")
     if report["stages"].get("yosys") == "done":
         for key, need in expected.items():
             res = report["resources"][key]
@@ -472,13 +547,12 @@ def synthesize(board, cfg, out_dir, *, design=None, seed=1, progress=True, prese
         expected = expected_primitives(cfg, board, bank_keys=_bank_keys(design, platform))
     stages, reasons = _build(board, out_dir, runtimes, pack=pack, progress=progress, timeout=timeout)
     cells, pnr = _results(out_dir, stages)
+    packing = {}
+    if (board.family.name in PACK_ONLY_FAMILIES and stages["yosys"] == "done"
+            and stages["nextpnr"] != "done"):
+        packing = _pack_only(board, out_dir, runtimes, progress=progress, timeout=timeout)
 
-    synthesized = board.synth_counts(cells) if cells else dict.fromkeys(RESOURCE_KEYS)
-    placed = board.placed_counts(pnr["utilization"]) if pnr else dict.fromkeys(RESOURCE_KEYS)
-    resources = {key: {"used": placed[key] if placed[key] is not None else synthesized[key],
-                       "available": board.available[key], "synthesized": synthesized[key],
-                       "placed": placed[key], "primitive": board.family.primitives[key]}
-                 for key in RESOURCE_KEYS}
+    resources = _resources(board, cells, pnr.get("utilization"), packing)
 
     clocks = _clocks(pnr.get("fmax", {}))
     clock = max(clocks, key=lambda net: clocks[net]["constraint_mhz"]) if clocks else None
@@ -535,7 +609,11 @@ def markdown(report):
         synth = "-" if res["synthesized"] is None else res["synthesized"]
         lines.append(f"| {key} | {res['primitive'] or '-'} | {used} | {res['available']} | {use} | {synth} "
                      f"| {need} |")
-    if report["family"] == "iCE40" and report["resources"]["LUT4"]["placed"] is not None:
+    lut4 = report["resources"]["LUT4"]
+    if _lut4_cells(report):
+        lines += ["", f"iCE40 LUT4 after packing, as placement did not finish: logic cells (one LUT4 and "
+                      f"one flip-flop each), {lut4['used']} for {lut4['synthesized']} {lut4['primitive']}."]
+    elif report["family"] == "iCE40" and lut4["placed"] is not None:
         lines += ["", "iCE40 LUT4 once placed: logic cells (one LUT4 and one flip-flop each)."]
     if report["clocks"]:
         lines += ["", "| clock | achieved MHz | constraint MHz |", "| --- | ---: | ---: |"]

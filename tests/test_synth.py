@@ -65,8 +65,11 @@ def _check_types(report):
     assert isinstance(report["target_mhz"], float)
     assert set(report["resources"]) == set(RESOURCE_KEYS)
     for key, res in report["resources"].items():
-        assert set(res) == {"used", "available", "synthesized", "placed", "primitive"}, key
+        assert set(res) == {"used", "available", "synthesized", "placed", "packed", "source",
+                            "primitive"}, key
         assert isinstance(res["available"], int) and isinstance(res["synthesized"], int)
+        assert res["source"] in ("placed", "packed", "synthesized"), key
+        assert res["used"] == res[res["source"]], key
     assert set(report["stages"]) == set(synth.STAGES)
     assert isinstance(report["tools"]["yosys"], str)
 
@@ -92,6 +95,11 @@ def test_flow(name, tmp_path):
     assert res["BRAM"]["used"] == 0 and res["SPRAM"]["used"] == 0
     assert {key: r["available"] for key, r in res.items()} == spec.available
     assert res["DSP"]["primitive"] == spec.family.primitives["DSP"]
+    # Placement finished: no pack-only run, every count nextpnr reports is the placed one.
+    assert all(r["packed"] is None for r in res.values())
+    assert {key: r["source"] for key, r in res.items()} == \
+        {key: "synthesized" if spec.family.placed_cells[key] is None else "placed" for key in RESOURCE_KEYS}
+    assert not (tmp_path / "top.packed.json").exists()
 
     # The 16 x 16 multiply sits between two registers: far above either board's clock target.
     assert report["timing_met"] is True
@@ -167,6 +175,88 @@ def test_tool_failure_is_reported(tmp_path):
     assert report["resources"]["DSP"]["synthesized"] == 9 and report["resources"]["DSP"]["placed"] is None
     assert any(reason.startswith("nextpnr failed") for reason in report["reasons"])
     assert any(reason.startswith("DSP: 9 SB_MAC16 used, the device has 8") for reason in report["reasons"])
+    # Placement failed: the logic cells come from a --pack-only run.
+    lut4 = report["resources"]["LUT4"]
+    assert lut4["source"] == "packed" and lut4["placed"] is None and lut4["used"] == lut4["packed"] > 0
+    assert report["resources"]["DSP"]["packed"] == 9 and report["resources"]["DSP"]["source"] == "packed"
+    assert report["resources"]["FF"]["source"] == "synthesized"
+    assert "pack-only" in report["runtimes_s"] and (tmp_path / "top.packed.json").is_file()
+    assert not any(reason.startswith("LUT4") for reason in report["reasons"])     # within the device
+    assert f"one flip-flop each), {lut4['used']} for {lut4['synthesized']} SB_LUT4." \
+        in (tmp_path / "report.md").read_text()
+
+
+def test_pack_only_counts_placed_cells(tmp_path):
+    """nextpnr's --pack-only run, as the flow makes it when placement fails, counts the logic cells
+    that placement then uses."""
+    report = synthesize("icebreaker", PRESETS["tiny"], tmp_path, design=StandIn(), expected=STAND_IN_EXPECTED,
+                        progress=False, pack=False)
+    (tmp_path / "top.asc").unlink()
+    runtimes = {}
+    packing = synth._pack_only(BOARDS["icebreaker"], tmp_path, runtimes, progress=False, timeout=None)
+    assert set(runtimes) == {"pack-only"}
+    assert packing["ICESTORM_LC"]["used"] == report["resources"]["LUT4"]["placed"] > 0
+    assert packing["ICESTORM_DSP"]["used"] == 1
+    assert (tmp_path / "top.packed.log").is_file() and not (tmp_path / "top.asc").exists()
+
+
+def test_pack_only_argv():
+    plan = ["nextpnr-ice40", "--quiet", "--report", "top.report.json", "--timing-allow-fail", "--seed", "1",
+            "--log", "top.tim", "--up5k", "--package", "sg48", "--json", "top.json", "--pcf", "top.pcf",
+            "--asc", "top.asc"]
+    assert synth._pack_only_argv(plan) == [
+        "nextpnr-ice40", "--quiet", "--timing-allow-fail", "--seed", "1", "--up5k", "--package", "sg48",
+        "--json", "top.json", "--pcf", "top.pcf", "--pack-only", "--report", "top.packed.json", "--log",
+        "top.packed.log"]
+    assert synth._pack_only_argv(["nextpnr-ecp5", "--85k", "--textcfg=top.config", "--json", "top.json"]) == [
+        "nextpnr-ecp5", "--85k", "--json", "top.json", "--pack-only", "--report", "top.packed.json", "--log",
+        "top.packed.log"]
+
+
+#: The board top at ``tiny`` on the iCE40UP5K, whose placement fails: Yosys' cells (``stat -json``)
+#: and the utilization of the --pack-only run.
+TINY_CELLS = {"$scopeinfo": 59, "SB_CARRY": 2061, "SB_DFF": 438, "SB_DFFE": 2705, "SB_DFFESR": 3446,
+              "SB_DFFESS": 1, "SB_DFFR": 2, "SB_DFFSR": 253, "SB_IO": 4, "SB_LUT4": 9513, "SB_MAC16": 8,
+              "SB_PLL40_PAD": 1, "SB_RAM40_4K": 28, "SB_SPRAM256KA": 4}
+TINY_PACKED = {"ICESTORM_DSP": {"available": 8, "used": 8}, "ICESTORM_LC": {"available": 5280, "used": 14409},
+               "ICESTORM_PLL": {"available": 1, "used": 1}, "ICESTORM_RAM": {"available": 30, "used": 28},
+               "ICESTORM_SPRAM": {"available": 4, "used": 4}, "SB_GB": {"available": 8, "used": 7},
+               "SB_IO": {"available": 39, "used": 5}}
+
+
+def test_packed_logic_cells_when_placement_fails():
+    ice = BOARDS["icebreaker"]
+    resources = synth._resources(ice, TINY_CELLS, None, TINY_PACKED)
+    assert resources["LUT4"] == {"used": 14409, "available": 5280, "synthesized": 9513, "placed": None,
+                                 "primitive": "SB_LUT4", "packed": 14409, "source": "packed"}
+    assert resources["FF"] == {"used": 6845, "available": 5280, "synthesized": 6845, "placed": None,
+                               "primitive": "SB_DFF*", "packed": None, "source": "synthesized"}
+    assert resources["DSP"]["used"] == resources["DSP"]["packed"] == 8
+    failed = "nextpnr failed (exit 125); log top.tim:\nERROR: Unable to place cell 'x_LC'"
+    report = _report(resources=resources, reasons=[failed], fits=False, timing_met=False, fmax_mhz=None,
+                     clock=None, clocks={}, stages={**dict.fromkeys(synth.STAGES, "done"),
+                                                    "nextpnr": "failed (exit 125)", "pack": "not run"})
+    synth._check(report, {})
+    assert report["fits"] is False
+    assert report["reasons"] == [failed, "LUT4: 14409 logic cells packed (9513 SB_LUT4), the device has 5280",
+                                 "FF: 6845 SB_DFF* used, the device has 5280"]
+    text = synth.markdown(report)
+    assert "| LUT4 | SB_LUT4 | 14409 | 5280 | 272.9 % | 9513 |" in text
+    assert "- LUT4: 14409 logic cells packed (9513 SB_LUT4), the device has 5280" in text
+    assert "LUT4 after packing, as placement did not finish: logic cells (one LUT4 and one flip-flop " \
+        "each), 14409 for 9513 SB_LUT4." in text and "once placed" not in text
+
+    # Placed counts win over packed ones; without either, the synthesized count stands.
+    fitted = {**TINY_PACKED, "ICESTORM_LC": {"available": 5280, "used": 5000}}
+    placed = synth._resources(ice, TINY_CELLS, fitted, TINY_PACKED)
+    assert placed["LUT4"]["used"] == 5000 and placed["LUT4"]["source"] == "placed"
+    alone = synth._resources(ice, TINY_CELLS, {}, {})
+    assert alone["LUT4"]["used"] == 9513 and alone["LUT4"]["source"] == "synthesized"
+    assert synth._resources(ice, {}, None, None)["LUT4"] == {
+        "used": None, "available": 5280, "synthesized": None, "placed": None, "primitive": "SB_LUT4",
+        "packed": None, "source": None}
+    # The ECP5 counts LUT4 sites without packing: the synthesized weights already match nextpnr-ecp5.
+    assert "ECP5" not in synth.PACK_ONLY_FAMILIES and "iCE40" in synth.PACK_ONLY_FAMILIES
 
 
 # --- what the board top must contain -------------------------------------------------------------------
@@ -308,7 +398,8 @@ def test_main_usage_error(capsys):
 def _report(**changes):
     """A report as synthesize returns it, for the command line's tests."""
     resources = {key: {"used": 0, "available": BOARDS["icebreaker"].available[key], "synthesized": 0,
-                       "placed": 0, "primitive": ICE40.primitives[key]} for key in RESOURCE_KEYS}
+                       "placed": 0, "primitive": ICE40.primitives[key], "packed": None, "source": "placed"}
+                 for key in RESOURCE_KEYS}
     resources["DSP"].update(used=1, synthesized=1, placed=1)
     return {
         "board": "icebreaker", "device": "iCE40UP5K-SG48", "family": "iCE40", "preset": "tiny", "seed": 1,
