@@ -488,14 +488,15 @@ class ReplyWriter(wiring.Component):
                                 m.next = "IDLE"
 
         # --- the serializer's bits: the record with the header (the error one if it is an ERROR
-        # frame), a beat in the payload (zero after a reset); above a beat's bytes only a STATUS
-        # record has bits to send ------------------------------------------------------------------
-        beat_bits = payload_bytes(frames[Reply.OUTPUT][0]) * BYTE
+        # frame), a beat in the payload (zero after a reset); above a beat's and an error record's
+        # bytes only a STATUS record has bits to send ------------------------------------------------
+        beat_bits = max(payload_bytes(frames[Reply.OUTPUT][0]), payload_bytes(frames[Reply.ERROR][0])) * BYTE
         status = self.i_status.as_value()
         in_header = fsm.ongoing("HEADER")
         is_error = kind == replies.index(Reply.ERROR)
-        either = (_gate(error_item.as_value(), in_header & is_error) | _gate(status, in_header & ~is_error)
-                  | _gate(self.i_out.payload.as_value(), ~in_header & ~pad))
+        either = (_masked(error_item.as_value(), in_header & is_error)
+                  | _masked(status, in_header & ~is_error)
+                  | _masked(self.i_out.payload.as_value(), ~in_header & ~pad))
         m.d.comb += item.bits.eq(Cat(either[:beat_bits], status[beat_bits:]))
         m.d.comb += self.o_status_sent.eq(read & (kind == replies.index(Reply.STATUS)))
 
@@ -710,7 +711,7 @@ def _primitive_poly(degree):
     raise AssertionError(f"no primitive polynomial of degree {degree} found")
 
 
-def _gate(value, enable):
+def _masked(value, enable):
     """``value`` where ``enable`` is high, else 0."""
     return value & enable.replicate(len(value))
 

@@ -50,7 +50,7 @@ from .boards import BOARDS, RESOURCE_KEYS, toolchain_env
 from .boards import board as get_board
 
 __all__ = ["Multiplier", "SynthesisError", "datapath_multipliers", "expected_primitives", "synthesize",
-           "markdown", "add_parser", "run", "main"]
+           "critical_path", "markdown", "add_parser", "run", "main"]
 
 #: The design's name in the build folder (``top.il``, ``top.json``, ...).
 NAME = "top"
@@ -395,7 +395,7 @@ def _clocks(fmax):
             for net, v in sorted(fmax.items())}
 
 
-def _critical_path(paths, clock):
+def critical_path(paths, clock):
     """The worst path of the design clock (register to register in that domain, if there is
     one), with the delay of each kind of step and the steps themselves."""
     if not paths:
@@ -566,7 +566,7 @@ def synthesize(board, cfg, out_dir, *, design=None, seed=1, progress=True, prese
         "fits": False, "reasons": reasons, "timing_met": timing_met,
         "fmax_mhz": fmax, "target_mhz": board.target_mhz, "clock": clock, "clocks": clocks,
         "resources": resources, "expected": expected,
-        "critical_path": _critical_path(pnr.get("critical_paths", []), clock),
+        "critical_path": critical_path(pnr.get("critical_paths", []), clock),
         "stages": stages, "runtimes_s": runtimes, "tools": _versions(out_dir, board),
         "cells": dict(sorted(cells.items())),
         "utilization": {k: v for k, v in sorted(pnr.get("utilization", {}).items()) if v.get("used")},

@@ -11,7 +11,7 @@ bound for the unit inside the top.
 
 The report gives, per unit: the Fmax of its clock, whether it reaches ``--target`` (default 100
 MHz, the ``ulx3s`` board's), and the critical path (start and end cell, delay, delay by kind, logic
-levels, as in the board report of :mod:`leanattn.fpga.synth`); it is printed as a Markdown table and written
+levels: :func:`leanattn.fpga.synth.critical_path`); it is printed as a Markdown table and written
 as ``unit_fmax.json`` and ``unit_fmax.md`` into the output folder, one subfolder per unit (its
 Verilog, the tools' logs, nextpnr's report). A whole routed board top takes the better part of an
 hour at ``default``; a unit takes seconds to minutes, so this is the loop to raise Fmax in.
@@ -32,7 +32,7 @@ from amaranth.back import verilog
 
 from ..cli import UsageError, load_config
 from .boards import tool_path
-from .synth import _critical_path as critical_path
+from .synth import critical_path
 from .unit_resources import UNITS as DATAPATH_UNITS
 from .unit_resources import Unit, select_units
 

@@ -251,7 +251,7 @@ class KVBank(wiring.Component):
             window = self._bank_keys * cfg.head_dim
             span = bits_for(window - 1)
             diff = req.addr - base
-            offset, aligned = _divide(diff[:span], cfg.lanes, window)
+            offset, aligned = _divide(diff[:span], cfg.lanes, 1 << span)
             below, far = diff[-1], diff[span:-1].any()
         far = far | offset[word_bits:].any()
         end = _add_multiple(offset[:word_bits], req.keys, cfg.beats_per_key)

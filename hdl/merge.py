@@ -41,7 +41,8 @@ class Merge(wiring.Component):
       is the carry in of the sum. Into the output register.
 
     ``hi`` is delayed by one register per stage. No stage holds more than half the shifter's
-    levels, and the only carry chains are the compare of the maxima and the sums: 178 MHz on an
+    levels; the carry chains are those of the ``align`` stage (the maxima's difference and the
+    clamp) and the sums: 178 MHz on an
     ECP5-85F at the default preset (nextpnr-ecp5, out of context); 133 MHz with registers in front
     of the inputs, where the ``align`` select that drives every ``hi`` / ``lo`` multiplexer is the
     critical path.

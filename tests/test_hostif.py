@@ -173,11 +173,16 @@ def packet(cfg, head):
     return P.Frame(P.Reply.OUTPUT, tuple(layout.const(beat).as_bits() for beat in beats))
 
 
-@pytest.mark.parametrize("name", ["tiny", "default"])
+#: An output beat of one byte, narrower than an ERROR record (4-bit outputs, one head).
+NARROW = PRESETS["tiny"].replace(output_bits=4, max_heads=1)
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "narrow"])
 def test_writer_frames(name):
     """Output packets become whole OUTPUT frames; requests made during a frame wait for its end and
-    go out in the order ERROR, STATUS, INFO; a second error while one waits is dropped."""
-    cfg = TEST_CONFIGS[name]
+    go out in the order ERROR, STATUS, INFO; a second error while one waits is dropped. Also with
+    output beats narrower than an ERROR record."""
+    cfg = NARROW if name == "narrow" else TEST_CONFIGS[name]
     status = P.pack(P.status_layout(cfg), {"jobs": 3, "cycles": 99})
     info = P.pack(P.info_layout(), vars(P.info_value(cfg, bank_keys=9, divisor=4)))
     frames = run_writer(cfg, [0, 1, 2], {10: ["info"], 11: ["status"], 12: [("error", 2, 0x42)],
