@@ -21,7 +21,6 @@ reports are written either way), 2 for a bad argument. YoWASP sees ``/tmp`` as a
 the tools run inside each unit's folder with relative paths.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from ..cli import UsageError, load_config
 from .boards import tool_path
 from .synth import critical_path
 from .unit_resources import UNITS as DATAPATH_UNITS
-from .unit_resources import Unit, select_units
+from .unit_resources import Unit, select_units, unit_parser
 
 __all__ = ["UNITS", "DEVICE", "UnitTimingError", "time_unit", "report", "main"]
 
@@ -181,18 +180,11 @@ def report(cfg, out_dir, *, preset="custom", units=None, target_mhz=100.0, seed=
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m leanattn.fpga.unit_fmax",
-                                     description="ECP5-85F Fmax and critical path of each unit, alone.")
-    parser.add_argument("--preset", default="default", help="a built-in configuration (default: default)")
-    parser.add_argument("--config", help="a configuration JSON file instead of a preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override one configuration field (repeatable)")
-    parser.add_argument("--out", default="build/synth/fmax", help="output folder")
-    parser.add_argument("--units", help="comma-separated unit names (default: all): "
-                        + ", ".join(unit.name for unit in UNITS))
+    parser = unit_parser("python -m leanattn.fpga.unit_fmax",
+                         "ECP5-85F Fmax and critical path of each unit, alone.",
+                         preset="default", out="build/synth/fmax", units=UNITS)
     parser.add_argument("--target", type=float, default=100.0, help="clock target in MHz (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(None if args.config else args.preset, args.config, args.overrides)

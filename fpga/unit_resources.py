@@ -37,7 +37,7 @@ from ..hdl.layouts import partial_layout
 
 __all__ = [
     "Unit", "UNITS", "PER", "UP5K_BUDGET", "RESOURCES", "NOT_BUILT", "UnitSynthesisError",
-    "yosys_command", "synthesize", "synthesize_unit", "report", "select_units", "main",
+    "yosys_command", "synthesize", "synthesize_unit", "report", "select_units", "unit_parser", "main",
 ]
 
 #: Columns of the report: (key, what counts).
@@ -304,17 +304,25 @@ def select_units(names, units):
     return [known[name] for name in wanted]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m leanattn.fpga.unit_resources",
-                                     description="iCE40UP5K resources of each datapath unit, alone.")
-    parser.add_argument("--preset", default="tiny", help="a built-in configuration (default: tiny)")
+def unit_parser(prog, description, *, preset, out, units):
+    """The command line of a per-unit report: ``--preset`` (default ``preset``), ``--config``,
+    ``--set``, ``--out`` (default ``out``), ``--units`` (names of ``units``), ``--no-progress``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--preset", default=preset, help=f"a built-in configuration (default: {preset})")
     parser.add_argument("--config", help="a configuration JSON file instead of a preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override one configuration field (repeatable)")
-    parser.add_argument("--out", default="build/synth/units", help="output folder")
+    parser.add_argument("--out", default=out, help="output folder")
     parser.add_argument("--units", help="comma-separated unit names (default: all): "
-                        + ", ".join(unit.name for unit in UNITS))
+                        + ", ".join(unit.name for unit in units))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    parser = unit_parser("python -m leanattn.fpga.unit_resources",
+                         "iCE40UP5K resources of each datapath unit, alone.",
+                         preset="tiny", out="build/synth/units", units=UNITS)
     args = parser.parse_args(argv)
     try:
         cfg = load_config(None if args.config else args.preset, args.config, args.overrides)
