@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, fields
 
 __all__ = [
-    "AttentionConfig", "PRESETS", "GOLDEN_INT_BITS", "ceil_log2", "bits_for", "signed_bits",
+    "AttentionConfig", "PRESETS", "GOLDEN_INT_BITS", "ceil_log2", "bits_for", "signed_bits", "is_pow2",
     "parse_overrides",
 ]
 
@@ -53,7 +53,8 @@ def _field_range(name, value, lo, hi):
         raise ValueError(f"{name} must be in the range {lo}..{hi}, not {value}")
 
 
-def _is_pow2(n):
+def is_pow2(n):
+    """Whether ``n`` is a power of two (1 included)."""
     return n >= 1 and n & (n - 1) == 0
 
 
@@ -165,13 +166,13 @@ class AttentionConfig:
         if self.head_dim % self.lanes:
             raise ValueError(f"lanes must divide head_dim ({self.head_dim}), not {self.lanes}")
         _field_range("cores", self.cores, 1, 256)
-        if not _is_pow2(self.cores):
+        if not is_pow2(self.cores):
             raise ValueError(f"cores must be a power of two (the reduction tree is binary), "
                              f"not {self.cores}")
         _field_range("max_context", self.max_context, 1, 1 << 24)
         _field_range("max_heads", self.max_heads, 1, 1 << 16)
         _field_range("tile", self.tile, 2, 4096)
-        if not _is_pow2(self.tile):
+        if not is_pow2(self.tile):
             raise ValueError(f"tile must be a power of two (it counts keys in an address "
                              f"counter), not {self.tile}")
         if self.schedule not in SCHEDULES:
@@ -180,7 +181,7 @@ class AttentionConfig:
         if self.chunks and self.schedule != "flashdecoding":
             raise ValueError(f"chunks must be 0 unless schedule is flashdecoding (schedule "
                              f"{self.schedule!r}), not {self.chunks}")
-        if self.chunks and not _is_pow2(self.chunks):
+        if self.chunks and not is_pow2(self.chunks):
             raise ValueError(f"chunks must be a power of two (a head's chunks fill one subtree of "
                              f"the reduction tree), not {self.chunks}")
 

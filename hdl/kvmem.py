@@ -33,7 +33,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import AttentionConfig, bits_for, ceil_log2
+from .config import AttentionConfig, bits_for, ceil_log2, is_pow2
 from .ports import kv_data_layout, kv_request_layout
 
 __all__ = ["Kind", "KVBank", "KVMemory", "kv_write_layout", "bank_write_layout", "kv_word_bits",
@@ -240,11 +240,11 @@ class KVBank(wiring.Component):
         word_bits = ceil_log2(self.words) or 1      # a bank word address (a 1-word bank: 1 bit)
         shift = _log2(cfg.lanes)
         far = Const(0)
-        if _is_pow2(cfg.lanes) and isinstance(base, _NegatedBase):
+        if is_pow2(cfg.lanes) and isinstance(base, _NegatedBase):
             total = req.addr[shift:] + base.negated
             offset, below = total[:-1], base.nonzero & ~total[-1]   # the carry: addr >= base
             aligned = req.addr[:shift] == 0
-        elif _is_pow2(cfg.lanes):
+        elif is_pow2(cfg.lanes):
             diff = req.addr[shift:] - base[shift:]                  # the top bit: the borrow
             offset, below, aligned = diff[:-1], diff[-1], req.addr[:shift] == 0
         else:
@@ -343,18 +343,14 @@ def _count_bits(cfg, word_bits):
     return max(word_bits, bits_for(((1 << cfg.length_bits) - 1) * cfg.beats_per_key))
 
 
-def _is_pow2(n):
-    return n & (n - 1) == 0
-
-
 def _log2(n):
     """The exponent of a power of two (0 otherwise: no shift)."""
-    return n.bit_length() - 1 if _is_pow2(n) else 0
+    return ceil_log2(n) if is_pow2(n) else 0
 
 
 def _times(value, factor):
     """``value * factor``; a power of two as a shift."""
-    return value << _log2(factor) if _is_pow2(factor) else value * factor
+    return value << _log2(factor) if is_pow2(factor) else value * factor
 
 
 def _add_multiple(value, other, factor):
@@ -369,7 +365,7 @@ def _add_multiple(value, other, factor):
 def _divide(value, divisor, bound):
     """``(value // divisor, divisor divides value)`` for ``0 <= value < bound``: a shift for a
     power of two, else a multiply by :func:`reciprocal`."""
-    if _is_pow2(divisor):
+    if is_pow2(divisor):
         shift = _log2(divisor)
         return value >> shift, (value[:shift] == 0) if shift else Const(1, 1)
     mult, shift = reciprocal(divisor, bound)
