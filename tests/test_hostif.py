@@ -7,7 +7,7 @@ held while a job runs, the STATUS and INFO records."""
 import random
 
 import pytest
-from amaranth.hdl import Value
+from amaranth.hdl import Module, Signal, Value
 from amaranth.sim import Simulator
 
 from leanattn.fpga import protocol as P
@@ -16,6 +16,7 @@ from leanattn.fpga.hostif import (
     CommandParser,
     HostInterface,
     ReplyWriter,
+    _Timer,
     serializer_layout,
 )
 from leanattn.hdl.config import PRESETS
@@ -307,3 +308,32 @@ def test_constructor_errors():
     with pytest.raises(ValueError, match="width must be at least 1, not 0"):
         ByteSerializer(width=0)
     assert kv_write_layout(cfg) == HostInterface(cfg, bank_keys=8, divisor=4, timeout=9).o_kv.payload.shape()
+
+
+@pytest.mark.parametrize("cycles", [1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 100, 1023, 1024, 1025, 4099])
+def test_timer_cycles(cycles):
+    """The parser's LFSR timer is done exactly ``cycles - 1`` steps after a restart, not before."""
+    timer = _Timer(cycles)
+    m = Module()
+    restart = Signal()
+    done = Signal()
+    m.d.comb += done.eq(timer.done)
+    with m.If(restart):
+        m.d.sync += timer.restart()
+    with m.Else():
+        m.d.sync += timer.step()
+    steps = []
+
+    async def bench(ctx):
+        ctx.set(restart, 1)
+        await ctx.tick()
+        ctx.set(restart, 0)
+        for step in range(cycles + 2):
+            if ctx.get(done):
+                steps.append(step)
+            await ctx.tick()
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert steps[:1] == [cycles - 1]
