@@ -32,7 +32,7 @@ from .exp2 import exp2_stages
 from .layouts import partial_layout
 from .pipeline import has_tag
 from .ports import kv_data_layout, kv_request_layout, query_write_layout, segment_layout
-from .pv import PVAccumulator, v_layout
+from .pv import pv_latency, v_layout
 from .score import ScoreScale, qk_scale_layout
 from .skid import SkidBuffer
 from .softmax import OnlineSoftmax
@@ -433,7 +433,7 @@ class AttentionCore(wiring.Component):
     ``beats_per_key`` cycles (ScoreScale has as many multipliers as that rate needs, so this holds
     for ``beats_per_key == 1`` too), across tiles and across segments: with a memory that keeps up,
     the K beats of consecutive segments are taken on consecutive cycles. Between two segments the
-    V side pauses for the partial's readout (``beats_per_key + PVAccumulator.latency`` cycles);
+    V side pauses for the partial's readout (``beats_per_key + pv_latency(cfg)`` cycles);
     the K side does not wait for it, but runs ahead until the tile buffer (four tiles) is full, so
     a job of many segments much shorter than a tile runs at the V side's rate.
     Stalls: every stream may stall at any time, and each port only stops its own side. Every
@@ -508,7 +508,7 @@ class AttentionCore(wiring.Component):
         tile replays into exp2; the PV accumulator takes the first weight and, from the next cycle
         on, the V beats of all ``keys`` keys one per cycle (every later tile is complete just when
         the PV pass reaches it, since both sides move one key per ``beats_per_key`` cycles); the
-        partial's ``beats_per_key`` beats leave :attr:`PVAccumulator.latency` cycles after the
+        partial's ``beats_per_key`` beats leave :func:`~leanattn.hdl.pv.pv_latency` cycles after the
         last V beat.
         """
         cfg = self._cfg
@@ -517,7 +517,7 @@ class AttentionCore(wiring.Component):
         return (self.issue_latency + memory_latency
                 + min(keys, cfg.tile) * beats - 1 + self.logit_latency
                 + TileBuffer.latency + len(exp2_stages(cfg)) + first_v
-                + keys * beats - 1 + PVAccumulator.latency
+                + keys * beats - 1 + pv_latency(cfg)
                 + beats - 1)
 
     def elaborate(self, platform):

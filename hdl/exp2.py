@@ -40,7 +40,7 @@ def exp2_output_layout(cfg, tag_shape=0):
 
 def exp2_stages(cfg):
     """Names of the exp2 unit's pipeline stages at ``cfg``, in order (one register each)."""
-    return ("read", "interp", "shift") if cfg.exp_interp_bits else ("read", "shift")
+    return ("read", "table", "interp", "shift") if cfg.exp_interp_bits else ("read", "table", "shift")
 
 
 class Exp2(wiring.Component):
@@ -49,7 +49,9 @@ class Exp2(wiring.Component):
     The table lives in a ROM (:class:`amaranth.lib.memory.Memory`, initialized with
     :attr:`table`). With interpolation (``exp_interp_bits > 0``) the ROM has two synchronous read
     ports, one at ``i`` and one at ``i + 1``, so both ends of the interval come out in the same
-    cycle: one true dual-port block RAM, no second copy of the table.
+    cycle: one true dual-port block RAM, no second copy of the table. The ``table`` stage registers
+    what the ROM read, so that no logic follows a block RAM's output (its clock-to-output delay is
+    most of a cycle at 100 MHz on an ECP5).
 
     Parameters
     ----------
@@ -69,10 +71,10 @@ class Exp2(wiring.Component):
         The ROM's contents: ``exp2_table(index_bits=exp_index_bits, frac_bits=exp_frac_bits,
         interp=exp_interp_bits > 0)``.
     stages : tuple of str
-        Names of the pipeline stages, in order: ``read``, ``interp`` (with interpolation only),
-        ``shift``.
+        Names of the pipeline stages, in order: ``read`` (the ROM read), ``table`` (its output
+        registered), ``interp`` (with interpolation only), ``shift``.
     latency : int
-        ``len(stages)``: 3 with interpolation, 2 without.
+        ``len(stages)``: 4 with interpolation, 3 without.
 
     Latency: :attr:`latency` cycles (one register per stage) from an input transfer to its output.
     Throughput: one weight per cycle. The whole pipe freezes while ``o_w`` holds a weight that is
@@ -133,25 +135,34 @@ class Exp2(wiring.Component):
         for k, port in enumerate(read_ports):
             m.d.comb += [port.addr.eq(index + k if k else index), port.en.eq(advance)]
 
-        neg_floor = -(t >> frac)                                    # -floor(t) >= 0
-        shift_max = Const(cfg.exp_shift_max, neg_floor.shape())
-        read_shift = Signal(range(cfg.exp_shift_max + 1))           # clamped: changes no bit
+        read_floor = Signal(signed(len(t) - frac))                 # floor(t) <= 0
         with m.If(advance):
-            m.d.sync += read_shift.eq(Mux(neg_floor > shift_max, shift_max, neg_floor))
-        y, y_shift = read_ports[0].data, read_shift
+            m.d.sync += read_floor.eq(t >> frac)
+
+        # --- table: the ROM's output registered; the shift -floor(t), clamped --------------------
+        neg_floor   = -read_floor
+        shift_max   = Const(cfg.exp_shift_max, neg_floor.shape())
+        table_y     = [Signal(cfg.weight_bits, name=f"table_y{k}") for k in range(len(read_ports))]
+        table_shift = Signal(range(cfg.exp_shift_max + 1))          # clamped: changes no bit
+        with m.If(advance):
+            m.d.sync += [reg.eq(port.data) for reg, port in zip(table_y, read_ports)]
+            m.d.sync += table_shift.eq(Mux(neg_floor > shift_max, shift_max, neg_floor))
+        y, y_shift = table_y[0], table_shift
 
         # --- interp: T[i] + round_shift((T[i+1] - T[i]) * rem, interp) ---------------------------
         if interp:
             read_rem     = Signal(interp)                           # fraction bits below the index
+            table_rem    = Signal(interp)
             interp_slope = Signal(signed(cfg.weight_bits + 1))      # T[i+1] - T[i]
             interp_y     = Signal(cfg.weight_bits)                  # between T[i], T[i+1]: fits
-            interp_shift = Signal.like(read_shift)
-            m.d.comb += interp_slope.eq(read_ports[1].data - read_ports[0].data)
+            interp_shift = Signal.like(table_shift)
+            m.d.comb += interp_slope.eq(table_y[1] - table_y[0])
             with m.If(advance):
                 m.d.sync += [
                     read_rem.eq(t[:interp]),
-                    interp_y.eq(y + round_shift(interp_slope * read_rem, interp)),
-                    interp_shift.eq(read_shift),
+                    table_rem.eq(read_rem),
+                    interp_y.eq(y + round_shift(interp_slope * table_rem, interp)),
+                    interp_shift.eq(table_shift),
                 ]
             y, y_shift = interp_y, interp_shift
 

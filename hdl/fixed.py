@@ -107,6 +107,17 @@ def round_shift(value, amount):
 
 def saturate(value, lo, hi):
     """``value`` clamped to ``lo .. hi`` (integers): the largest or smallest representable value
-    instead of a wrap."""
+    instead of a wrap.
+
+    When the bounds are those of a narrower signed width ``n`` (``-2**(n-1) .. 2**(n-1) - 1``) and
+    ``value`` is signed, the test is on bits, not a comparison: ``value`` fits when its bits from
+    ``n - 1`` up are all equal (no carry chain), and the result is ``signed(n)``."""
     value = Value.cast(value)
+    width = len(value)
+    if value.shape().signed and hi >= 0 and lo == -hi - 1 and (hi + 1) & hi == 0:
+        n = (hi + 1).bit_length()                  # hi + 1 == 2**(n-1)
+        if n >= width:
+            return value
+        top = value[n - 1:]
+        return Mux(top.all() | ~top.any(), value[:n].as_signed(), Mux(value[-1], lo, hi))
     return Mux(value < lo, lo, Mux(value > hi, hi, value))

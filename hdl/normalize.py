@@ -71,6 +71,11 @@ def _queue(m, fields, *, put, take, depth, name):
     return {key: Array(regs)[take_at] for key, regs in slots.items()}
 
 
+def _round_half(y):
+    """``round_shift(y, 1)`` as ``(y >> 1) + y[0]``: the rounding increment is the carry in."""
+    return (y >> 1) + y[0]
+
+
 def _gate(m, *, enable, transfer, cycles, name):
     """Open (``1``) unless one of the last ``cycles - 1`` cycles with ``enable`` had a
     ``transfer``: at most one transfer per ``cycles`` enabled cycles."""
@@ -95,9 +100,11 @@ class Normalizer(wiring.Component):
     per-beat path: with ``norm_cycles > 1`` it runs in the cycles a first beat spends in the
     ``fac`` stages.
 
-    ``norm_cycles == 1``: stages ``scale`` (the first beat's factor, ``r * out_mant`` in one
-    multiply; ``o`` aligned), ``mul`` (aligned ``o`` times the factor, one product per lane) and
-    ``out`` (rounding and saturation); one beat per cycle.
+    ``norm_cycles == 1``: stages ``align`` (``o`` shifted by ``e - P``; a first beat's
+    ``r * out_mant``), ``scale`` (the shift's rounding and saturation; the first beat's factor,
+    rounded), ``mul`` (aligned ``o`` times the factor, one product per lane), ``round`` (the
+    product shifted by ``P + out_shift``) and ``out`` (rounding and saturation); one beat per
+    cycle. No stage holds both a barrel shift and a carry chain.
 
     ``norm_cycles > 1``: the products are built from ``dsp_bits``-wide slices
     (:class:`~leanattn.hdl.slicemul.SlicedProducts`) on multipliers shared over ``norm_cycles``
@@ -143,8 +150,8 @@ class Normalizer(wiring.Component):
         ``norm_cycles``: cycles between accepted beats, at least; exactly, when beats are offered
         back to back.
     latency : int
-        The reciprocal's latency (``len(recip_stages(cfg))``, 4) plus ``len(stages)``: 3 with
-        ``norm_cycles == 1`` (7 in all), ``5 + factor phases + lane phases`` otherwise (tiny:
+        The reciprocal's latency (``len(recip_stages(cfg))``, 4) plus ``len(stages)``: 5 with
+        ``norm_cycles == 1`` (9 in all), ``5 + factor phases + lane phases`` otherwise (tiny:
         13).
 
     Latency: :attr:`latency` cycles from an input beat to its output beat.
@@ -172,7 +179,7 @@ class Normalizer(wiring.Component):
                             + (1 << (cfg.recip_frac_bits - 1))) >> cfg.recip_frac_bits
         self.factor_products = self.lane_products = None
         if cfg.norm_cycles == 1:
-            self.stages = ("scale", "mul", "out")
+            self.stages = ("align", "scale", "mul", "round", "out")
         else:
             norm_top = 1 << (cfg.norm_o_bits - 1)
             self.factor_products = SlicedProducts(
@@ -254,15 +261,15 @@ class Normalizer(wiring.Component):
         # --- partial: a first beat sets e and the output shift; the other beats use them ---------
         first, e, amount = self._partial(m, take, recip_out.payload.e, tag)
         # P <= e < acc_l_bits as l >= 1.0: the shift takes the bits of e - P's range.
-        norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
         align = (e - frac)[:bits_for(cfg.acc_l_bits - 1 - frac)]
-        aligned = [saturate(round_shift(tag.o[k], align), norm_min, norm_max)
-                   for k in range(cfg.lanes)]
 
         # --- the factor, the products, out --------------------------------------------------------
         if cycles == 1:
-            self._parallel(m, advance, take & first, recip_out.payload.r, tag.out_mant, aligned, amount)
+            self._parallel(m, advance, take & first, recip_out.payload.r, tag, align, amount)
         else:
+            norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
+            aligned = [saturate(round_shift(tag.o[k], align), norm_min, norm_max)
+                       for k in range(cfg.lanes)]
             self._serial(m, advance, valids, take, first, recip_out.payload.r, tag, aligned, amount)
         return m
 
@@ -284,21 +291,37 @@ class Normalizer(wiring.Component):
     def _factor_shape(self):
         return unsigned(bits_for(self._factor_max))
 
-    def _parallel(self, m, advance, starts, r, out_mant, aligned, amount):
-        """``norm_cycles == 1``: stages ``scale``, ``mul`` and ``out``, one beat per cycle."""
+    def _parallel(self, m, advance, starts, r, tag, align, amount):
+        """``norm_cycles == 1``: stages ``align``, ``scale``, ``mul``, ``round`` and ``out``, one
+        beat per cycle. Each rounding shift is split as ``round_shift(x, n) == (y >> 1) + y[0]``
+        with ``y = (2 * x) >> n``: the barrel shift in one stage, the rounding add (its increment
+        the carry in) and the saturation in the next."""
         cfg = self._cfg
         lanes = range(cfg.lanes)
         out = self.o_out.payload
+        norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
 
-        # --- scale: the aligned o, the amount; a first beat's factor, held -----------------------
+        # --- align: 2 * o floor-shifted by e - P; a first beat's r * out_mant --------------------
+        align_y      = [Signal(signed(cfg.acc_o_bits + 1), name=f"align_y_{k}") for k in lanes]
+        align_amount = Signal.like(amount, name="align_amount")
+        align_first  = Signal(name="align_first")
+        align_prod   = Signal(unsigned(cfg.recip_bits + cfg.scale_bits), name="align_prod")
+        with m.If(advance):
+            m.d.sync += [align_amount.eq(amount), align_first.eq(starts)]
+            m.d.sync += [align_y[k].eq((tag.o[k] << 1) >> align) for k in lanes]
+        with m.If(starts):
+            m.d.sync += align_prod.eq(r * tag.out_mant)
+
+        # --- scale: the aligned o, rounded and saturated; a first beat's factor, held ------------
         scale_factor  = Signal(self._factor_shape())
         scale_aligned = [Signal(signed(cfg.norm_o_bits), name=f"scale_aligned_{k}") for k in lanes]
         scale_amount  = Signal.like(amount, name="scale_amount")
-        with m.If(starts):
-            m.d.sync += scale_factor.eq(round_shift(r * out_mant, cfg.recip_frac_bits))
+        with m.If(advance & align_first):
+            m.d.sync += scale_factor.eq(round_shift(align_prod, cfg.recip_frac_bits))
         with m.If(advance):
-            m.d.sync += scale_amount.eq(amount)
-            m.d.sync += [scale_aligned[k].eq(aligned[k]) for k in lanes]
+            m.d.sync += scale_amount.eq(align_amount)
+            m.d.sync += [scale_aligned[k].eq(saturate(_round_half(align_y[k]), norm_min, norm_max))
+                         for k in lanes]
 
         # --- mul: aligned o x factor, exact ------------------------------------------------------
         mul_product = [Signal(signed(cfg.norm_o_bits + len(scale_factor)), name=f"mul_product_{k}")
@@ -308,10 +331,15 @@ class Normalizer(wiring.Component):
             m.d.sync += mul_amount.eq(scale_amount)
             m.d.sync += [mul_product[k].eq(scale_aligned[k] * scale_factor) for k in lanes]
 
-        # --- out: round away P + out_shift fraction bits, saturate to output_bits ----------------
+        # --- round: 2 * product floor-shifted by P + out_shift -------------------------------------
+        round_z = [Signal(signed(len(mul_product[0]) + 1), name=f"round_z_{k}") for k in lanes]
         with m.If(advance):
-            m.d.sync += [out.out[k].eq(saturate(round_shift(mul_product[k], mul_amount),
-                                                cfg.output_min, cfg.output_max)) for k in lanes]
+            m.d.sync += [round_z[k].eq((mul_product[k] << 1) >> mul_amount) for k in lanes]
+
+        # --- out: the rounding add, saturated to output_bits --------------------------------------
+        with m.If(advance):
+            m.d.sync += [out.out[k].eq(saturate(_round_half(round_z[k]), cfg.output_min,
+                                                cfg.output_max)) for k in lanes]
 
     def _serial(self, m, advance, valids, take, first, r, tag, aligned, amount):
         """``norm_cycles > 1``: the factor and the lane products on shared multipliers.

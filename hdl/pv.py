@@ -18,11 +18,16 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .fixed import round_shift
 from .layouts import partial_layout
 from .tilebuf import key_tag_layout
 
-__all__ = ["PVAccumulator", "weight_layout", "v_layout"]
+__all__ = ["PVAccumulator", "pv_latency", "weight_layout", "v_layout"]
+
+
+def pv_latency(cfg):
+    """Cycles from a segment's last value beat to its first partial beat (:class:`PVAccumulator`):
+    3, or 4 with one beat per key, where the drain's first read waits for the last write."""
+    return 3 if cfg.beats_per_key > 1 else 4
 
 
 def weight_layout(cfg):
@@ -51,12 +56,17 @@ class PVAccumulator(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         ``head_dim // lanes`` beats per segment, after its last key.
 
-    Latency: the first partial beat of a segment leaves 3 cycles after its last value beat arrived.
+    Latency: :attr:`latency` cycles from a segment's last value beat to its first partial beat.
     Throughput: one value beat per cycle (``lanes`` multiply-accumulates); the ``head_dim // lanes``
     partial beats of a segment take as many cycles, during which no value beat is taken.
     Stalls: value beats wait for their key's weight; the partial output holds while not ready.
-    Storage: the ``o`` accumulators are a memory of ``head_dim // lanes`` words (block RAM), read
-    and written back once per beat; ``l`` is a register.
+    Pipeline: ``mul`` (the products, registered, while the beat's word is read), ``shift`` (the old
+    word restarted or rescaled by the tile's max difference, registered with one bit below the
+    rounding point), ``add`` (the product plus the rounded word, written back). A word is
+    read-modified-written over three cycles; with fewer than three beats per key the next access to
+    it can come sooner and takes the newer value from the write path (:meth:`_forward`).
+    Storage: the ``o`` accumulators are a memory of ``head_dim // lanes`` words (block RAM or
+    distributed RAM); ``l`` is a register.
     Numerics: exact products (``pv_product_bits``) and sums (``acc_l_bits``, ``acc_o_bits``); the
     rescale is ``round_shift`` (nearest, ties up), as :func:`leanattn.sim.golden.online_softmax`.
     """
@@ -69,15 +79,17 @@ class PVAccumulator(wiring.Component):
             "o_partial": Out(stream.Signature(partial_layout(cfg))),
         })
 
-    #: Cycles from a segment's last value beat to its first partial beat (accumulate, read).
-    latency = 3
+    @property
+    def latency(self):
+        """Cycles from a segment's last value beat to its first partial beat (:func:`pv_latency`)."""
+        return pv_latency(self._cfg)
 
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
         word_layout = data.ArrayLayout(signed(cfg.acc_o_bits), cfg.lanes)
         # The o accumulators: one memory word of `lanes` accumulators per beat position (block RAM
-        # on an FPGA). Each beat reads its word and writes it back a cycle later.
+        # on an FPGA). Each beat reads its word and writes it back two cycles later.
         # (At least two words, so that the address has a bit even for one beat per key.)
         m.submodules.acc = acc = Memory(shape=word_layout, depth=max(2, cfg.beats_per_key), init=[])
         rd, wr = acc.read_port(), acc.write_port()
@@ -103,39 +115,78 @@ class PVAccumulator(wiring.Component):
         with m.If(fire):
             m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
 
-        # -- stage 1: products w * v, registered, while the beat's word is read -----------------------
-        # The write port's address and enable are this stage's beat number and valid bit.
-        mul_prod = Signal(data.ArrayLayout(signed(cfg.pv_product_bits), cfg.lanes))
-        mul_key  = Signal(weight_layout(cfg))
-        m.d.sync += [wr.en.eq(fire)]
+        # -- mul: products w * v, registered, while the beat's word is read -------------------------
+        mul_valid = Signal()
+        mul_beat  = Signal.like(beat)
+        mul_prod  = Signal(data.ArrayLayout(signed(cfg.pv_product_bits), cfg.lanes))
+        mul_key   = Signal(weight_layout(cfg))
+        m.d.sync += mul_valid.eq(fire)
         with m.If(fire):
             m.d.sync += [mul_prod[i].eq(key.w * self.i_v.payload[i]) for i in range(cfg.lanes)]
-            m.d.sync += [wr.addr.eq(beat), mul_key.eq(key)]
+            m.d.sync += [mul_beat.eq(beat), mul_key.eq(key)]
 
-        # -- stage 2: accumulate (rescale on a tile's first key, restart on a segment's first) --------
-        old_word = rd.data
-        if beats == 1:
-            # Every beat reads the word the previous beat is writing: forward it.
-            fwd_valid = Signal()
-            fwd_word  = Signal(word_layout)
-            m.d.sync += fwd_valid.eq(wr.en)
-            with m.If(wr.en):
-                m.d.sync += fwd_word.eq(wr.data)
-            old_word = data.View(word_layout, Mux(fwd_valid, fwd_word, rd.data))
+        # -- shift: the old word, restarted or rescaled, with one bit below the rounding point ---------
+        # y = 2 * old floor-shifted by delta on a tile's first key, 2 * old otherwise, 0 on a
+        # segment's first key; round_shift(old, delta) == (y >> 1) + y[0] for every delta.
+        add_valid = wr.en                    # the add stage's valid bit and beat are the write port's
+        add_beat  = wr.addr
+        add_prod  = Signal.like(mul_prod)
+        add_w     = Signal.like(key.w)
+        add_y     = Signal(data.ArrayLayout(signed(cfg.acc_o_bits + 1), cfg.lanes))
+        add_yl    = Signal(unsigned(cfg.acc_l_bits + 1))
+
+        # -- add: product + round_shift(old, delta), the rounding bit as the carry in; write back -----
+        sum_l = add_w + (add_yl >> 1) + add_yl[0]
+        m.d.comb += [wr.data[i].eq(add_prod[i] + (add_y[i] >> 1) + add_y[i][0])
+                     for i in range(cfg.lanes)]
+        with m.If(add_valid & (add_beat == 0)):
+            m.d.sync += acc_l.eq(sum_l)
+
+        old, old_l = self._forward(m, rd.data, wr, mul_beat, acc_l, sum_l, add_valid)
+        old_word = data.View(word_layout, old)
         tag = mul_key.tag
         rescale = tag.first_tile & ~tag.first_seg
-        for i in range(cfg.lanes):
-            old = Mux(rescale, round_shift(old_word[i], tag.delta), old_word[i])
-            m.d.comb += wr.data[i].eq(Mux(tag.first_seg, 0, old) + mul_prod[i])
-        with m.If(wr.en & (wr.addr == 0)):
-            old_l = Mux(rescale, round_shift(acc_l, tag.delta), acc_l)
-            m.d.sync += acc_l.eq(Mux(tag.first_seg, 0, old_l) + mul_key.w)
+
+        def shifted(old):
+            doubled = old << 1
+            return Mux(tag.first_seg, 0, Mux(rescale, doubled >> tag.delta, doubled))
+
+        m.d.sync += add_valid.eq(mul_valid)
+        with m.If(mul_valid):
+            m.d.sync += [add_y[i].eq(shifted(old_word[i])) for i in range(cfg.lanes)]
+            m.d.sync += [add_beat.eq(mul_beat), add_prod.eq(mul_prod), add_w.eq(mul_key.w),
+                         add_yl.eq(shifted(old_l))]
 
         # -- drain: after the segment's last beat is accumulated, read its words out --------------
-        self._drain(m, rd, acc_l, key, beat, fire, key_done, wr.en, draining)
+        # The first read may go as soon as the last beat left the shift stage: the add stage then
+        # writes the last word while the first is read (the same word with one beat per key, so
+        # there the read waits for the write).
+        busy = (mul_valid | add_valid) if beats == 1 else mul_valid
+        self._drain(m, rd, acc_l, key, beat, fire, key_done, busy, draining)
         return m
 
-    def _drain(self, m, rd, acc_l, key, beat, fire, key_done, writing, draining):
+    def _forward(self, m, word, wr, beat, acc_l, sum_l, add_valid):
+        """The shift stage's old word and old ``l``, with the writes the memory read missed.
+
+        The word was read the cycle before, so it misses the writes of that cycle and of this one.
+        With three beats per key or more, the next access to a word comes after both. With two or
+        fewer, a beat's word can be the one written the cycle before (kept in a register). With one,
+        it can also be the one the add stage writes now (and ``l`` the one it adds now): taken
+        combinationally, so the accumulation loop is one cycle there.
+        """
+        beats = self._cfg.beats_per_key
+        if beats > 2:
+            return word, acc_l
+        fwd_valid = Signal()
+        fwd_beat  = Signal.like(beat)
+        fwd_word  = Signal.like(word)
+        m.d.sync += [fwd_valid.eq(wr.en), fwd_beat.eq(wr.addr), fwd_word.eq(wr.data)]
+        word = Mux(fwd_valid & (fwd_beat == beat), fwd_word, word)
+        if beats == 1:
+            return Mux(add_valid, wr.data, word), Mux(add_valid, sum_l, acc_l)
+        return word, acc_l
+
+    def _drain(self, m, rd, acc_l, key, beat, fire, key_done, busy, draining):
         cfg = self._cfg
         beats = cfg.beats_per_key
         head     = Signal.like(key.tag.head)
@@ -149,7 +200,7 @@ class PVAccumulator(wiring.Component):
         issued    = Signal(range(beats + 1))          # words read out so far
         out_last  = Signal()
         advance   = ~self.o_partial.valid | self.o_partial.ready
-        read      = draining & ~writing & advance & (issued != beats)
+        read      = draining & ~busy & advance & (issued != beats)
         m.d.comb += [
             rd.addr.eq(Mux(draining, read_beat, beat)),
             rd.en.eq(Mux(draining, advance, fire)),

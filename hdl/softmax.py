@@ -41,8 +41,8 @@ class OnlineSoftmax(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         ``head_dim // lanes`` beats per segment.
 
-    Latency: a segment's first partial beat leaves :attr:`PVAccumulator.latency` cycles after its
-    last value beat; a tile's first weight is ready ``tile + 2 + Exp2.latency`` cycles after the
+    Latency: a segment's first partial beat leaves :func:`~leanattn.hdl.pv.pv_latency` cycles
+    after its last value beat; a tile's first weight is ready ``tile + 2 + Exp2.latency`` cycles after the
     tile's first logit arrived (the value beats of that tile may wait until then).
     Throughput: one value beat per cycle in steady state, across tiles and segments; each segment
     adds ``head_dim // lanes`` cycles for its partial. Stalls: every stream may stall any time.

@@ -205,10 +205,10 @@ def timing(cfg, latency=2):
     dot = 1 + (ceil_log2(cfg.lanes) + 2) // 2                  # DotProduct.latency
     skid = 1                                                    # SkidBuffer.latency
     logit = 1 + skid + dot + skid + scale                       # AttentionCore.logit_latency
-    exp2 = 3 if cfg.exp_interp_bits else 2                      # len(exp2_stages(cfg))
+    exp2 = 4 if cfg.exp_interp_bits else 3                      # len(exp2_stages(cfg))
     recip = 4                                                   # len(recip_stages(cfg))
     if cfg.norm_cycles == 1:
-        norm = 3                                                # scale, mul, out
+        norm = 5                                                # align, scale, mul, round, out
     else:
         mant_max = (1 << cfg.scale_bits) - 1
         factor_max = (((1 << cfg.recip_frac_bits) * mant_max + (1 << (cfg.recip_frac_bits - 1)))
@@ -222,7 +222,7 @@ def timing(cfg, latency=2):
         memory_latency=BANK_LATENCY + latency,
         logit_latency=logit,
         weight_latency=2 + exp2,                                # TileBuffer.latency + exp2
-        pv_latency=3,                                           # PVAccumulator.latency
+        pv_latency=3 if cfg.beats_per_key > 1 else 4,           # PVAccumulator.latency
         outstanding=4, k_queue=2,                               # AttentionCore.outstanding, k_queue
         norm_cycles=cfg.norm_cycles,
         norm_latency=recip + norm,                              # Normalizer.latency

@@ -33,7 +33,7 @@ from leanattn.hdl.config import PRESETS
 from leanattn.hdl.core import AttentionCore, KeyJoin, RequestIssuer, ValueGate
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.ports import kv_data_layout, kv_request_layout, query_write_layout, segment_layout
-from leanattn.hdl.pv import PVAccumulator
+from leanattn.hdl.pv import pv_latency
 from leanattn.sim import golden
 from leanattn.sim.cocotb_util import (
     AMARANTH_LINT_WAIVERS,
@@ -542,7 +542,7 @@ def test_core_flows_across_segments(name):
     """No stalls, a memory answering one cycle after each request: the K beats of all segments are
     taken on consecutive cycles (across tiles and segment boundaries); the V beats too, except for
     one pause between segments of exactly the partial's readout (``beats_per_key`` beats after
-    ``PVAccumulator.latency`` cycles)."""
+    ``pv_latency(cfg)`` cycles)."""
     cfg = CONFIGS[name]
     lengths = [cfg.tile + 1, 1, cfg.tile - 1, 2 * cfg.tile, 5, cfg.tile, 3]
     job = random_job(cfg, 3, segments=0, extremes=False, first=lengths[:3 if cfg.beats_per_key > 16 else 7])
@@ -551,7 +551,7 @@ def test_core_flows_across_segments(name):
     assert np.all(k_gaps == 1), f"K bubbles at beats {np.flatnonzero(k_gaps != 1)}"
     bounds = np.cumsum([len(seg.k) * cfg.beats_per_key for seg in job.segs])[:-1] - 1
     assert np.all(np.delete(v_gaps, bounds) == 1), "V bubbles inside a segment"
-    assert np.all(v_gaps[bounds] == cfg.beats_per_key + PVAccumulator.latency + 1), v_gaps[bounds]
+    assert np.all(v_gaps[bounds] == cfg.beats_per_key + pv_latency(cfg) + 1), v_gaps[bounds]
 
 
 def in_flight(requests, beats, keys, bpk):

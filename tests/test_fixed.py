@@ -66,6 +66,19 @@ def test_saturate():
     assert evaluate(build, [(x,) for x in xs]) == [min(max(x, -100), 77) for x in xs]
 
 
+@pytest.mark.parametrize("n", [1, 2, 5, 9, 10, 12])
+def test_saturate_to_width(n):
+    """Bounds of a signed width: the bit test, exhaustively on 10 bits (n >= 10 passes unchanged)."""
+    lo, hi = -(1 << (n - 1)), (1 << (n - 1)) - 1
+
+    def build(m):
+        x, out = Signal(signed(10)), Signal(signed(12))
+        m.d.comb += out.eq(saturate(x, lo, hi))
+        return (x,), out
+    xs = list(range(-512, 512))
+    assert evaluate(build, [(x,) for x in xs]) == [min(max(x, lo), hi) for x in xs]
+
+
 def test_qformat_arithmetic():
     a = QFormat(True, 8, 0)                  # int8
     w = QFormat(False, 1, 16)                # weight: unsigned 1.16

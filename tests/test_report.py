@@ -4,6 +4,7 @@ reports found or given, and one clear error line for every bad input."""
 
 import base64
 import json
+import os
 import re
 
 import numpy as np
@@ -66,7 +67,13 @@ def float_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     job_path = _float_job(tmp / "job.npz")
     out = tmp / "out"
-    assert report.main([str(job_path), "--preset", "tiny", "-o", str(out)]) == 0
+    # From an empty folder: the report looks for synthesis reports under ./build/synth.
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        assert report.main([str(job_path), "--preset", "tiny", "-o", str(out)]) == 0
+    finally:
+        os.chdir(cwd)
     return out, job_path
 
 

@@ -6,7 +6,7 @@ import pytest
 from tiers import config_params, full_pairs
 
 from leanattn.hdl.layouts import partial_layout
-from leanattn.hdl.pv import PVAccumulator, v_layout
+from leanattn.hdl.pv import pv_latency, v_layout
 from leanattn.hdl.softmax import OnlineSoftmax
 from leanattn.hdl.tilebuf import score_layout
 from leanattn.sim.cocotb_util import (
@@ -76,7 +76,7 @@ def test_softmax_flows_between_segments(name):
     inside = np.delete(gaps, bounds - 1)
     assert np.all(inside == 1), f"bubbles inside segments: {np.flatnonzero(inside != 1)}"
     # Between segments: the accumulator's latency, the partial's beats, then the next beat.
-    assert np.all(gaps[bounds - 1] == beats + PVAccumulator.latency + 1), gaps[bounds - 1]
+    assert np.all(gaps[bounds - 1] == beats + pv_latency(cfg) + 1), gaps[bounds - 1]
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
