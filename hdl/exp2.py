@@ -40,7 +40,9 @@ def exp2_output_layout(cfg, tag_shape=0):
 
 def exp2_stages(cfg):
     """Names of the exp2 unit's pipeline stages at ``cfg``, in order (one register each)."""
-    return ("read", "table", "interp", "shift") if cfg.exp_interp_bits else ("read", "table", "shift")
+    if cfg.exp_interp_bits:
+        return ("read", "table", "slope", "interp", "shift")
+    return ("read", "table", "shift")
 
 
 class Exp2(wiring.Component):
@@ -72,9 +74,10 @@ class Exp2(wiring.Component):
         interp=exp_interp_bits > 0)``.
     stages : tuple of str
         Names of the pipeline stages, in order: ``read`` (the ROM read), ``table`` (its output
-        registered), ``interp`` (with interpolation only), ``shift``.
+        registered), ``slope`` and ``interp`` (with interpolation only: ``(T[i+1] - T[i]) * rem``,
+        then ``T[i]`` plus the rounded product), ``shift``.
     latency : int
-        ``len(stages)``: 4 with interpolation, 3 without.
+        ``len(stages)``: 5 with interpolation, 3 without.
 
     Latency: :attr:`latency` cycles (one register per stage) from an input transfer to its output.
     Throughput: one weight per cycle. The whole pipe freezes while ``o_w`` holds a weight that is
@@ -151,19 +154,25 @@ class Exp2(wiring.Component):
 
         # --- interp: T[i] + round_shift((T[i+1] - T[i]) * rem, interp) ---------------------------
         if interp:
-            read_rem     = Signal(interp)                           # fraction bits below the index
-            table_rem    = Signal(interp)
-            interp_slope = Signal(signed(cfg.weight_bits + 1))      # T[i+1] - T[i]
-            interp_y     = Signal(cfg.weight_bits)                  # between T[i], T[i+1]: fits
-            interp_shift = Signal.like(table_shift)
-            m.d.comb += interp_slope.eq(table_y[1] - table_y[0])
+            read_rem, table_rem = Signal(interp), Signal(interp)    # fraction bits below the index
             with m.If(advance):
-                m.d.sync += [
-                    read_rem.eq(t[:interp]),
-                    table_rem.eq(read_rem),
-                    interp_y.eq(y + round_shift(interp_slope * table_rem, interp)),
-                    interp_shift.eq(table_shift),
-                ]
+                m.d.sync += [read_rem.eq(t[:interp]), table_rem.eq(read_rem)]
+
+            # --- slope: (T[i+1] - T[i]) * rem (T[i+1] >= T[i]) ------------------------------------
+            slope_prod  = Signal(signed(cfg.weight_bits + 1 + interp))
+            slope_y     = Signal.like(table_y[0])
+            slope_shift = Signal.like(table_shift)
+            with m.If(advance):
+                m.d.sync += [slope_prod.eq((table_y[1] - table_y[0]) * table_rem),
+                             slope_y.eq(table_y[0]), slope_shift.eq(table_shift)]
+
+            # --- interp: T[i] + round_shift(product, interp), between T[i] and T[i+1]: fits -------
+            # round_shift(p, n) == (p >> n) + p[n - 1]: the rounding bit is the sum's carry in.
+            interp_y     = Signal(cfg.weight_bits)
+            interp_shift = Signal.like(table_shift)
+            with m.If(advance):
+                m.d.sync += [interp_y.eq(slope_y + (slope_prod >> interp) + slope_prod[interp - 1]),
+                             interp_shift.eq(slope_shift)]
             y, y_shift = interp_y, interp_shift
 
         # --- shift: 2**n as a rounding right shift (never grows a value: no overflow) ------------

@@ -31,21 +31,22 @@ class Merge(wiring.Component):
     ``i_b``). The alignment uses ``round_shift(x, n) == round_shift((2 * x) >> n, 1)`` for every
     ``n >= 0``: an exact floor shift of ``x`` with one more bit below, then the one rounding step
     of :func:`leanattn.hdl.fixed.round_shift`. Floor shifts compose exactly, so the shifter splits
-    across two stages:
+    across two stages. Stages:
 
-    * ``align``: compare the maxima; route the accumulators to ``hi`` and ``lo``; ``lo``'s shift
-      ``n`` (its distance to the larger max), clamped to :attr:`zero_shift`.
-    * ``coarse``: ``y = (2 * lo) >> c``, ``c`` = ``n`` with its low :attr:`fine_shift_bits` cleared.
+    * ``take``: both input beats registered as they are (the merge's inputs are typically
+      steered by a tree node's routing logic; the comparison starts from flip-flops).
+    * ``align``: compare the maxima: which side is ``hi``, and ``lo``'s shift ``n`` (its distance
+      to the larger max), clamped to :attr:`zero_shift`; both accumulators registered as they are.
+    * ``coarse``: route the accumulators to ``hi`` and ``lo`` (the select is a register, so its
+      fan-out to every multiplexer follows no logic); ``y = (2 * lo) >> c``, ``c`` = ``n`` with
+      its low :attr:`fine_shift_bits` cleared.
     * ``fine``: ``y >>= n - c`` (the low bits of ``n``).
     * ``add``: ``hi + round_shift(y, 1)``, as ``hi + (y >> 1) + y[0]``: the rounding increment
       is the carry in of the sum. Into the output register.
 
     ``hi`` is delayed by one register per stage. No stage holds more than half the shifter's
     levels; the carry chains are those of the ``align`` stage (the maxima's difference and the
-    clamp) and the sums: 178 MHz on an
-    ECP5-85F at the default preset (nextpnr-ecp5, out of context); 133 MHz with registers in front
-    of the inputs, where the ``align`` select that drives every ``hi`` / ``lo`` multiplexer is the
-    critical path.
+    clamp) and the sums.
 
     Parameters
     ----------
@@ -62,7 +63,7 @@ class Merge(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         The merged partial; ``valid`` and ``payload`` are registers.
 
-    Latency: 4 cycles (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
+    Latency: 5 cycles (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
     that is not taken: every stage advances when ``~o_partial.valid | o_partial.ready``.
     Throughput: 1 beat per cycle, sustained, while both inputs are valid and the output is ready.
     Numerics: ``round_shift`` (nearest, ties toward +inf) of each side by its distance to the
@@ -90,8 +91,8 @@ class Merge(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input transfer to the output transfer of the merged beat (no stalls):
-        one per stage, ``align``, ``coarse``, ``fine``, ``add``."""
-        return 4
+        one per stage, ``take``, ``align``, ``coarse``, ``fine``, ``add``."""
+        return 5
 
     @property
     def zero_shift(self):
@@ -126,22 +127,35 @@ class Merge(wiring.Component):
             b.ready.eq(advance & a.valid),
         ]
 
-        # --- align: the larger max, the side that passes (hi), the side that shifts (lo) ----------
+        # --- take: both beats as they are ----------------------------------------------------------
+        take_valid = Signal()
+        take_a, take_b = Signal(partial_layout(cfg)), Signal(partial_layout(cfg))
+        with m.If(advance):
+            m.d.sync += [take_valid.eq(a.valid & b.valid), take_a.eq(a.payload), take_b.eq(b.payload)]
+
+        # --- align: the larger max, which side passes (hi) and which shifts (lo), lo's shift ------
         align_valid, align_meta = Signal(), Signal(meta)
         align_shift = Signal(range(self.zero_shift + 1))
-        align_hi, align_lo = Signal(acc), Signal(acc)
-        align_next = self._align(m, a.payload, b.payload, align_meta, align_shift,
-                                 align_hi, align_lo)
+        align_a_hi  = Signal()
+        align_a, align_b = Signal(acc), Signal(acc)
+        align_next = self._align(m, take_a, take_b, align_meta, align_shift, align_a_hi)
         with m.If(advance):
-            m.d.sync += [align_valid.eq(a.valid & b.valid), *align_next]
+            m.d.sync += [align_valid.eq(take_valid), *align_next,
+                         align_a.l.eq(take_a.l), align_a.o.eq(take_a.o),
+                         align_b.l.eq(take_b.l), align_b.o.eq(take_b.o)]
 
-        # --- coarse: 2 * lo floor-shifted by the high bits of n; hi delayed -----------------------
+        # --- coarse: hi and lo routed; 2 * lo floor-shifted by the high bits of n -----------------
         coarse_valid, coarse_meta = Signal(), Signal(meta)
         coarse_shift = Signal(fine)                                         # n's low bits
         coarse_hi, coarse_lo = Signal(acc), Signal(acc2)
+        align_lo = Signal(acc)
+        m.d.comb += [align_lo.l.eq(Mux(align_a_hi, align_b.l, align_a.l)),
+                     align_lo.o.eq(Mux(align_a_hi, align_b.o, align_a.o))]
         with m.If(advance):
             m.d.sync += [coarse_valid.eq(align_valid), coarse_meta.eq(align_meta),
-                         coarse_shift.eq(align_shift[:fine]), coarse_hi.eq(align_hi),
+                         coarse_shift.eq(align_shift[:fine]),
+                         coarse_hi.l.eq(Mux(align_a_hi, align_a.l, align_b.l)),
+                         coarse_hi.o.eq(Mux(align_a_hi, align_a.o, align_b.o)),
                          *self._each(coarse_lo, align_lo,
                                      lambda x: (x << 1) >> (align_shift[fine:] << fine))]
 
@@ -169,27 +183,26 @@ class Merge(wiring.Component):
 
         return m
 
-    def _align(self, m, a, b, meta, shift, hi, lo):
+    def _align(self, m, a, b, meta, shift, a_hi):
         """The ``align`` stage: compares the maxima (combinational, into ``m``) and returns the
-        register updates of the beat's metadata, of ``hi`` and ``lo`` (the accumulators of the side
-        that passes and of the side that shifts) and of ``lo``'s shift amount."""
+        register updates of the beat's metadata, of ``a_hi`` (``i_a`` passes and ``i_b`` shifts)
+        and of ``lo``'s shift amount."""
         zero   = self.zero_shift
         gap    = Signal(signed(self._cfg.max_bits + 1), name="align_gap")   # m_a - m_b
         a_wins = Signal(name="align_a_wins")   # a's max is the larger (or equal)
-        a_hi   = Signal(name="align_a_hi")     # a passes, b shifts: a valid and (a wins or b empty)
+        a_pass = Signal(name="align_a_pass")   # a passes, b shifts: a valid and (a wins or b empty)
         m.d.comb += [gap.eq(a.m - b.m), a_wins.eq(gap >= 0),
-                     a_hi.eq(a.valid & (a_wins | ~b.valid))]
+                     a_pass.eq(a.valid & (a_wins | ~b.valid))]
         dist   = Mux(a_wins, gap, b.m - a.m)   # m_hi - m_lo when both are valid
         return [
             meta.head.eq(Mux(a.valid, a.head, b.head)),
             meta.last.eq(a.last),
             # An empty a: the beat is b (empty or not); an empty b: the beat is a.
             meta.valid.eq(a.valid | b.valid),
-            meta.m.eq(Mux(a_hi, a.m, b.m)),
+            meta.m.eq(Mux(a_pass, a.m, b.m)),
             # An empty side is always lo, and zero_shift drops it exactly.
             shift.eq(Mux(~(a.valid & b.valid) | (dist > zero), zero, dist)),
-            hi.l.eq(Mux(a_hi, a.l, b.l)), hi.o.eq(Mux(a_hi, a.o, b.o)),
-            lo.l.eq(Mux(a_hi, b.l, a.l)), lo.o.eq(Mux(a_hi, b.o, a.o)),
+            a_hi.eq(a_pass),
         ]
 
     @staticmethod

@@ -102,9 +102,10 @@ class Normalizer(wiring.Component):
 
     ``norm_cycles == 1``: stages ``align`` (``o`` shifted by ``e - P``; a first beat's
     ``r * out_mant``), ``scale`` (the shift's rounding and saturation; the first beat's factor,
-    rounded), ``mul`` (aligned ``o`` times the factor, one product per lane), ``round`` (the
+    rounded), ``mul`` and ``sum`` (aligned ``o`` times the factor, one product per lane, from
+    ``dsp_bits``-wide partial products: :attr:`lane_products` with one phase), ``round`` (the
     product shifted by ``P + out_shift``) and ``out`` (rounding and saturation); one beat per
-    cycle. No stage holds both a barrel shift and a carry chain.
+    cycle. No stage holds both a barrel shift and a carry chain, or a multiply and a sum.
 
     ``norm_cycles > 1``: the products are built from ``dsp_bits``-wide slices
     (:class:`~leanattn.hdl.slicemul.SlicedProducts`) on multipliers shared over ``norm_cycles``
@@ -143,16 +144,19 @@ class Normalizer(wiring.Component):
         input beat's.
     stages : tuple of str
         Names of the pipeline stages after the reciprocal's, in order (see above).
-    factor_products, lane_products : SlicedProducts or None
-        With ``norm_cycles > 1``, the plans of the factor's and the lanes' multipliers (their
+    lane_products : SlicedProducts
+        The plan of the lanes' multipliers (aligned ``o`` x factor from ``dsp_bits``-wide slices;
+        shared over ``norm_cycles`` cycles when that is above 1).
+    factor_products : SlicedProducts or None
+        With ``norm_cycles > 1``, the plan of the factor's multipliers (the two plans'
         ``multipliers`` add up to the unit's hardware multipliers); ``None`` otherwise.
     interval : int
         ``norm_cycles``: cycles between accepted beats, at least; exactly, when beats are offered
         back to back.
     latency : int
-        The reciprocal's latency (``len(recip_stages(cfg))``, 4) plus ``len(stages)``: 5 with
-        ``norm_cycles == 1`` (9 in all), ``5 + factor phases + lane phases`` otherwise (tiny:
-        13).
+        The reciprocal's latency (``len(recip_stages(cfg))``: 6 with interpolation, 4 without)
+        plus ``len(stages)``: 6 with ``norm_cycles == 1`` (12 in all at ``default``),
+        ``5 + factor phases + lane phases`` otherwise (tiny: 13 in all).
 
     Latency: :attr:`latency` cycles from an input beat to its output beat.
     Throughput: one beat per :attr:`interval` cycles, sustained (beats offered back to back are
@@ -177,16 +181,16 @@ class Normalizer(wiring.Component):
         mant_max = (1 << cfg.scale_bits) - 1
         self._factor_max = ((1 << cfg.recip_frac_bits) * mant_max
                             + (1 << (cfg.recip_frac_bits - 1))) >> cfg.recip_frac_bits
-        self.factor_products = self.lane_products = None
+        self.factor_products = None
+        norm_top = 1 << (cfg.norm_o_bits - 1)
+        self.lane_products = SlicedProducts(
+            x_range=(-norm_top, norm_top - 1), y_range=(0, self._factor_max), count=cfg.lanes,
+            dsp_bits=cfg.dsp_bits, cycles=cfg.norm_cycles)
         if cfg.norm_cycles == 1:
-            self.stages = ("align", "scale", "mul", "round", "out")
+            self.stages = ("align", "scale", "mul", "sum", "round", "out")
         else:
-            norm_top = 1 << (cfg.norm_o_bits - 1)
             self.factor_products = SlicedProducts(
                 x_range=(0, 1 << cfg.recip_frac_bits), y_range=(0, mant_max),
-                dsp_bits=cfg.dsp_bits, cycles=cfg.norm_cycles)
-            self.lane_products = SlicedProducts(
-                x_range=(-norm_top, norm_top - 1), y_range=(0, self._factor_max), count=cfg.lanes,
                 dsp_bits=cfg.dsp_bits, cycles=cfg.norm_cycles)
             self.stages = ("scale",
                            *(f"fac{i}" for i in range(1, self.factor_products.phases + 2)),
@@ -292,10 +296,10 @@ class Normalizer(wiring.Component):
         return unsigned(bits_for(self._factor_max))
 
     def _parallel(self, m, advance, starts, r, tag, align, amount):
-        """``norm_cycles == 1``: stages ``align``, ``scale``, ``mul``, ``round`` and ``out``, one
-        beat per cycle. Each rounding shift is split as ``round_shift(x, n) == (y >> 1) + y[0]``
-        with ``y = (2 * x) >> n``: the barrel shift in one stage, the rounding add (its increment
-        the carry in) and the saturation in the next."""
+        """``norm_cycles == 1``: stages ``align``, ``scale``, ``mul``, ``sum``, ``round`` and
+        ``out``, one beat per cycle. Each rounding shift is split as ``round_shift(x, n) ==
+        (y >> 1) + y[0]`` with ``y = (2 * x) >> n``: the barrel shift in one stage, the rounding
+        add (its increment the carry in) and the saturation in the next."""
         cfg = self._cfg
         lanes = range(cfg.lanes)
         out = self.o_out.payload
@@ -323,18 +327,20 @@ class Normalizer(wiring.Component):
             m.d.sync += [scale_aligned[k].eq(saturate(_round_half(align_y[k]), norm_min, norm_max))
                          for k in lanes]
 
-        # --- mul: aligned o x factor, exact ------------------------------------------------------
-        mul_product = [Signal(signed(cfg.norm_o_bits + len(scale_factor)), name=f"mul_product_{k}")
-                       for k in lanes]
-        mul_amount  = Signal.like(scale_amount)
+        # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
+        lane = self.lane_products
+        parts, _ = lane.multiply(m, enable=advance, phase=None, xs=scale_aligned, y=scale_factor,
+                                 name="mul")
+        products = lane.accumulate(m, enable=advance, parts=parts, mul_phase=None,
+                                   names=[f"sum_product_{k}" for k in lanes])
+        mul_amount, sum_amount = Signal.like(scale_amount), Signal.like(scale_amount)
         with m.If(advance):
-            m.d.sync += mul_amount.eq(scale_amount)
-            m.d.sync += [mul_product[k].eq(scale_aligned[k] * scale_factor) for k in lanes]
+            m.d.sync += [mul_amount.eq(scale_amount), sum_amount.eq(mul_amount)]
 
         # --- round: 2 * product floor-shifted by P + out_shift -------------------------------------
-        round_z = [Signal(signed(len(mul_product[0]) + 1), name=f"round_z_{k}") for k in lanes]
+        round_z = [Signal(signed(len(products[0]) + 1), name=f"round_z_{k}") for k in lanes]
         with m.If(advance):
-            m.d.sync += [round_z[k].eq((mul_product[k] << 1) >> mul_amount) for k in lanes]
+            m.d.sync += [round_z[k].eq((products[k] << 1) >> sum_amount) for k in lanes]
 
         # --- out: the rounding add, saturated to output_bits --------------------------------------
         with m.If(advance):

@@ -14,7 +14,6 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import bits_for
-from .fixed import round_shift
 from .pipeline import carry, check_unit_args, has_tag
 from .tables import recip_table
 
@@ -51,7 +50,9 @@ def recip_output_layout(cfg, tag_shape=0):
 
 def recip_stages(cfg):
     """Names of the reciprocal unit's pipeline stages at ``cfg``, in order (one register each)."""
-    return ("chunk", "lead", "read", "interp" if cfg.recip_interp_bits else "out")
+    if cfg.recip_interp_bits:
+        return ("chunk", "lead", "read", "table", "slope", "interp")
+    return ("chunk", "lead", "read", "out")
 
 
 class Reciprocal(wiring.Component):
@@ -86,10 +87,12 @@ class Reciprocal(wiring.Component):
         :data:`ENCODER_CHUNK_BITS` bits, but the chunks wholly below bit P, which the contract
         leaves without the leading one; ``l`` goes on without its bits below ``P - U``, which no
         mantissa reaches), ``lead`` (across the chunks: ``e``), ``read`` (the mantissa bits below
-        the leading one address the table), then ``interp`` (with interpolation) or ``out`` (a
-        plain register, without).
+        the leading one address the table), then, with interpolation, ``table`` (both entries
+        registered: no logic follows a block RAM's output), ``slope`` (``(T[i+1] - T[i]) * rem``)
+        and ``interp`` (``T[i]`` plus the rounded product, the rounding bit as the carry in);
+        without, ``out`` (the entry registered).
     latency : int
-        ``len(stages)``: 4.
+        ``len(stages)``: 6 with interpolation, 4 without.
 
     Latency: :attr:`latency` cycles (one register per stage) from an input transfer to its output.
     Throughput: one reciprocal per cycle. The whole pipe freezes while ``o_recip`` holds a result
@@ -176,14 +179,26 @@ class Reciprocal(wiring.Component):
             with m.If(advance):
                 m.d.sync += read_rem.eq(read_x[:interp])
 
-            # --- interp: T[i] + round_shift((T[i+1] - T[i]) * rem, interp) -------------------------
-            # T[i+1] <= T[i]: the slope is negative; the result lies between the two entries.
-            interp_slope = Signal(signed(cfg.recip_bits + 1))
-            m.d.comb += interp_slope.eq(read_ports[1].data - lo)
+            # --- table: T[i], T[i+1] registered ------------------------------------------------------
+            table_lo, table_hi = Signal(cfg.recip_bits), Signal(cfg.recip_bits)
+            table_e, table_rem = Signal.like(read_e), Signal.like(read_rem)
+            with m.If(advance):
+                m.d.sync += [table_lo.eq(lo), table_hi.eq(read_ports[1].data),
+                             table_e.eq(read_e), table_rem.eq(read_rem)]
+
+            # --- slope: (T[i+1] - T[i]) * rem (T[i+1] <= T[i]: negative or 0) ------------------------
+            slope_prod = Signal(signed(cfg.recip_bits + 1 + interp))
+            slope_lo, slope_e = Signal.like(table_lo), Signal.like(table_e)
+            with m.If(advance):
+                m.d.sync += [slope_prod.eq((table_hi - table_lo) * table_rem),
+                             slope_lo.eq(table_lo), slope_e.eq(table_e)]
+
+            # --- interp: T[i] + round_shift(product, interp), between the two entries ---------------
+            # round_shift(p, n) == (p >> n) + p[n - 1]: the rounding bit is the sum's carry in.
             with m.If(advance):
                 m.d.sync += [
-                    out.r.eq(lo + round_shift(interp_slope * read_rem, interp)),
-                    out.e.eq(read_e),
+                    out.r.eq(slope_lo + (slope_prod >> interp) + slope_prod[interp - 1]),
+                    out.e.eq(slope_e),
                 ]
         else:
             # --- out: the table's value, registered (every output bit leaves a flip-flop) ----------

@@ -171,7 +171,11 @@ class TileBuffer(wiring.Component):
         # stage 1 (the read port's output register) holds one key; it advances when o_key can take it.
         out_tag   = Signal(key_tag_layout(cfg))
         advance   = ~self.o_key.valid | self.o_key.ready
-        new_max   = Mux(tile.first_seg | (tile.max > run_max), tile.max, run_max)
+        # One subtraction decides both: rise = max(s) - m_run; a rise below 0 keeps m_run.
+        rise      = Signal(signed(cfg.max_bits + 1))
+        m.d.comb += rise.eq(tile.max - run_max)
+        keep      = ~tile.first_seg & rise[-1]
+        new_max   = Mux(keep, run_max, tile.max)
         start     = advance & (left == 0) & ready
         more      = advance & (left != 0)
         m.d.comb += [
@@ -188,7 +192,7 @@ class TileBuffer(wiring.Component):
                 cur_last.eq(tile.last_seg),
                 out_tag.head.eq(tile.head),
                 out_tag.m.eq(new_max),
-                out_tag.delta.eq(Mux(tile.first_seg, 0, new_max - run_max)),
+                out_tag.delta.eq(Mux(tile.first_seg | rise[-1], 0, rise)),
                 out_tag.first_tile.eq(1),
                 out_tag.first_seg.eq(tile.first_seg),
                 out_tag.last_seg.eq(tile.last_seg & (tile.count == 1)),

@@ -82,7 +82,7 @@ class TreeNode(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         Merged and passed packets; ``valid`` and ``payload`` are registers.
 
-    Latency: :attr:`latency` (5) cycles from a beat's input transfer to its output transfer, when
+    Latency: :attr:`latency` (6) cycles from a beat's input transfer to its output transfer, when
     nothing stalls.
     Throughput: one beat per cycle, merged or passed; a crossing packet waits (without blocking
     the other input) until its partner arrives. The merge pipe freezes while the skid buffer is
@@ -91,10 +91,10 @@ class TreeNode(wiring.Component):
     (``golden.merge``); passed packets are unchanged, every bit.
     """
 
-    #: Cycles from an input beat to its output beat, without stalls: the merge pipe's four stages
+    #: Cycles from an input beat to its output beat, without stalls: the merge pipe's five stages
     #: (:attr:`Merge.latency <leanattn.hdl.merge.Merge.latency>`, an instance property there, so
     #: restated here and checked against it by the tests) and the skid buffer's one.
-    latency = 4 + SkidBuffer.latency
+    latency = 5 + SkidBuffer.latency
 
     def __init__(self, cfg):
         _check_cfg(cfg)

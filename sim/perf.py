@@ -32,7 +32,7 @@ Cycles count from the job's first input transfer (cycle 0) to its last output be
    last value beat the partial leaves ``PVAccumulator.latency`` cycles later, ``bpk`` beats; the
    next segment's first weight is taken the cycle after the partial's last beat was taken.
 4. **Downstream** (simulated cycle by cycle, only while something moves). The partial register of
-   every core, the leaf buffers (one whole partial each), the tree nodes (a four-stage merge pipe
+   every core, the leaf buffers (one whole partial each), the tree nodes (a five-stage merge pipe
    and a skid buffer each; a node merges the head crossing its boundary and passes every other
    packet, the left input first), the round-robin packet arbiter, the scale lookup, the skid
    buffer and the normalizer (one beat per ``norm_cycles`` cycles, output ``norm_latency`` cycles
@@ -56,8 +56,8 @@ Notation: ``H`` heads of ``n`` keys each on ``C`` cores; ``B = head_dim // lanes
 ``T = tile``, ``R = norm_cycles``, ``lev = tree_levels``, ``M = 2 + latency`` (request to first
 beat), ``Lq = logit_latency``, ``W = weight_latency``, ``P = 3`` (last value beat to the first
 partial beat), ``NL = norm_latency`` -- all in :func:`timing`. Per preset: ``tiny`` B 32, T 16,
-C 2, R 4, Lq 12, W 4, NL 13, lev 1; ``default`` B 8, T 32, C 4, R 1, Lq 13, W 4, NL 7, lev 2;
-``wide`` B 8, T 64, C 8, R 1, Lq 14, W 5, NL 7, lev 3. Every formula starts with the cycle at
+C 2, R 4, Lq 12, W 5, NL 13, lev 1; ``default`` B 8, T 32, C 4, R 1, Lq 13, W 5, NL 12, lev 2;
+``wide`` B 8, T 64, C 8, R 1, Lq 14, W 7, NL 12, lev 3. Every formula starts with the cycle at
 which a core whose first segment has ``k`` keys takes that segment's last value beat::
 
     E(k) = H * (B + 1) + 6 + M + Lq + W + (min(T, k) + k) * B
@@ -70,9 +70,9 @@ its QK pass is what a core pays once per segment start).
 core holds one segment of ``n0 = n * H / C`` keys and every partial is merged in the tree
 (:func:`split_heads_cycles`; ``H = 1`` is one head over all cores)::
 
-    cycles = E(n0) + P + 2 + 5 * lev + 3 + R * (B - 1) + NL + (H - 1) * R * B
+    cycles = E(n0) + P + 2 + 6 * lev + 3 + R * (B - 1) + NL + (H - 1) * R * B
 
-(leaf buffer 2, tree 5 per level, arbiter, scale lookup and skid 3, then the normalizer: ``B``
+(leaf buffer 2, tree 6 per level, arbiter, scale lookup and skid 3, then the normalizer: ``B``
 beats of each head, ``R`` cycles apart). For one head of any ``n >= C`` the same holds with
 ``n0 = ceil(n / C)``.
 
@@ -136,7 +136,7 @@ ISSUE = 1
 #: KVBank.latency: request transfer -> first beat on an idle port.
 BANK_LATENCY = 2
 #: Merge.latency: the tree node's merge pipe.
-MERGE_STAGES = 4
+MERGE_STAGES = 5
 
 
 def _for_range(lo, hi):
@@ -205,10 +205,10 @@ def timing(cfg, latency=2):
     dot = 1 + (ceil_log2(cfg.lanes) + 2) // 2                  # DotProduct.latency
     skid = 1                                                    # SkidBuffer.latency
     logit = 1 + skid + dot + skid + scale                       # AttentionCore.logit_latency
-    exp2 = 4 if cfg.exp_interp_bits else 3                      # len(exp2_stages(cfg))
-    recip = 4                                                   # len(recip_stages(cfg))
+    exp2 = 5 if cfg.exp_interp_bits else 3                      # len(exp2_stages(cfg))
+    recip = 6 if cfg.recip_interp_bits else 4                   # len(recip_stages(cfg))
     if cfg.norm_cycles == 1:
-        norm = 5                                                # align, scale, mul, round, out
+        norm = 6                                                # align, scale, mul, sum, round, out
     else:
         mant_max = (1 << cfg.scale_bits) - 1
         factor_max = (((1 << cfg.recip_frac_bits) * mant_max + (1 << (cfg.recip_frac_bits - 1)))
@@ -506,7 +506,7 @@ class _Skid:
 
 
 class _Node:
-    """A tree node: route register, four-stage merge pipe, output skid buffer."""
+    """A tree node: route register, five-stage merge pipe, output skid buffer."""
 
     def __init__(self, level, index, merges, a, b):
         self.level, self.index, self.merges, self.a, self.b = level, index, merges, a, b
@@ -790,7 +790,7 @@ def split_heads_cycles(cfg, heads, n, *, latency=2):
     cores (``heads`` divides ``cores``, ``cores / heads >= 2`` divides ``n``): every core holds one
     segment of ``n0 = n * heads / cores`` keys, every partial goes through the tree.
 
-    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n0) + n0) * B + P + 2 + 5 * lev + 3 + R * (B - 1)
+    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n0) + n0) * B + P + 2 + 6 * lev + 3 + R * (B - 1)
     + NL + (H - 1) * R * B``.
     """
     t = timing(cfg, latency)
@@ -803,7 +803,7 @@ def split_heads_cycles(cfg, heads, n, *, latency=2):
     b, r = t.bpk, t.norm_cycles
     n0 = n * heads // cfg.cores
     return (_front_end(t, heads) + (min(t.tile, n0) + n0) * b + t.pv_latency
-            + 2 + 5 * t.tree_levels + 3 + r * (b - 1) + t.norm_latency + (heads - 1) * r * b)
+            + 2 + (MERGE_STAGES + 1) * t.tree_levels + 3 + r * (b - 1) + t.norm_latency + (heads - 1) * r * b)
 
 
 def whole_heads_cycles(cfg, heads, n, *, latency=2):

@@ -200,8 +200,9 @@ def test_ports_and_contract(name):
     assert list(dict(exp2_input_layout(cfg)).keys()) == ["t"]
     assert list(dict(exp2_output_layout(cfg)).keys()) == ["w"]
     interp = cfg.exp_interp_bits > 0
-    assert dut.stages == (("read", "table", "interp", "shift") if interp else ("read", "table", "shift"))
-    assert dut.latency == len(dut.stages) == (4 if interp else 3)
+    assert dut.stages == (("read", "table", "slope", "interp", "shift") if interp
+                          else ("read", "table", "shift"))
+    assert dut.latency == len(dut.stages) == (5 if interp else 3)
     assert dut.table == exp2_table(index_bits=cfg.exp_index_bits, frac_bits=cfg.exp_frac_bits,
                                    interp=interp)
 

@@ -462,9 +462,9 @@ def test_ports_and_contract(name):
     assert dut.signature.members["i_final"] == In(stream.Signature(final_layout(cfg)))
     assert dut.signature.members["o_out"] == Out(stream.Signature(output_layout(cfg)))
     if cfg.norm_cycles == 1:                        # default, wide, odd
-        assert dut.stages == ("align", "scale", "mul", "round", "out")
-        assert dut.latency == len(recip_stages(cfg)) + 5 == 9
-        assert dut.factor_products is None and dut.lane_products is None
+        assert dut.stages == ("align", "scale", "mul", "sum", "round", "out")
+        assert dut.latency == len(recip_stages(cfg)) + 6 == (12 if cfg.recip_interp_bits else 10)
+        assert dut.factor_products is None and dut.lane_products.phases == 1
     else:                                           # tiny: the factor's and the lanes' two slices
         assert dut.stages == ("scale", "fac1", "fac2", "fac3", "lanes", "mul1", "mul2", "mul3", "out")
         assert dut.latency == len(recip_stages(cfg)) + 9 == 13
@@ -484,11 +484,12 @@ def test_ports_and_contract(name):
 def test_multipliers(name):
     """With norm_cycles > 1 the factor r * out_mant and the lane products come from dsp_bits-wide
     slices on ceil(slices / norm_cycles) multipliers each, one register per multiplier in the
-    Verilog; the latency is 9 plus the phases of both."""
+    Verilog; the latency is the reciprocal's plus 5 plus the phases of both."""
     cfg = ALL_CONFIGS[name]
     dut = Normalizer(cfg)
     if cfg.norm_cycles == 1:
-        assert dut.latency == 9 and dut.factor_products is None and dut.lane_products is None
+        assert dut.latency == len(recip_stages(cfg)) + 6
+        assert dut.factor_products is None and dut.lane_products.phases == 1
         return
     text = verilog_of(name)
     fac, lane = dut.factor_products, dut.lane_products

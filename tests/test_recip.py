@@ -216,8 +216,9 @@ def test_ports_and_contract(name):
     assert list(dict(recip_input_layout(cfg)).keys()) == ["l"]
     assert list(dict(recip_output_layout(cfg)).keys()) == ["r", "e"]
     interp = cfg.recip_interp_bits > 0
-    assert dut.stages == ("chunk", "lead", "read", "interp" if interp else "out")
-    assert dut.latency == len(dut.stages) == 4
+    assert dut.stages == (("chunk", "lead", "read", "table", "slope", "interp") if interp
+                          else ("chunk", "lead", "read", "out"))
+    assert dut.latency == len(dut.stages) == (6 if interp else 4)
     assert dut.table == recip_table(index_bits=cfg.recip_index_bits, frac_bits=cfg.recip_frac_bits,
                                     interp=interp)
 

@@ -372,7 +372,7 @@ def test_lone_merge_latency(name):
     assert jobs[0].spans == {0: (0, 1)}
     inputs, outputs, canonical = vectors(cfg, jobs)
     dut = JobFixture(cfg)
-    latency = 5 * cfg.tree_levels
+    latency = 6 * cfg.tree_levels
     assert ReductionTree(cfg).latency == latency
     sent, received = simulate(dut, inputs, outputs, canonical=canonical,
                               latency={"o_partial": ("i_leaf_0", latency, None)})
@@ -456,8 +456,8 @@ def test_ports_and_contract(name):
         assert members[f"i_leaf_{c}"] == In(stream.Signature(layout))
     assert members["o_partial"] == Out(stream.Signature(layout))
     assert dut.leaves == [getattr(dut, f"i_leaf_{c}") for c in range(cfg.cores)]
-    assert TreeNode.latency == Merge(cfg).latency + SkidBuffer.latency == 5
-    assert dut.latency == 5 * cfg.tree_levels
+    assert TreeNode.latency == Merge(cfg).latency + SkidBuffer.latency == 6
+    assert dut.latency == 6 * cfg.tree_levels
     node = TreeNode(cfg)
     assert node.cfg is cfg
     assert dict(node.signature.members) == {
