@@ -118,13 +118,14 @@ def _count_beats(m, cfg, fire, keys, name):
     the beat offered now; the counters advance on ``fire`` and restart after the request's last."""
     beats = cfg.beats_per_key
     beat = Signal(range(max(2, beats)), name=f"{name}_beat")     # (a bit even for one beat per key)
-    key  = Signal(unsigned(cfg.length_bits), name=f"{name}_key")
+    # The key's number plus one, compared with keys as it is: no subtraction after the record.
+    key  = Signal(len(keys), init=1, name=f"{name}_key")
     key_last = beat == beats - 1
-    req_last = key_last & (key == keys - 1)
+    req_last = key_last & (key == keys)
     with m.If(fire):
         m.d.sync += beat.eq(Mux(key_last, 0, beat + 1))
         with m.If(key_last):
-            m.d.sync += key.eq(Mux(req_last, 0, key + 1))
+            m.d.sync += key.eq(Mux(req_last, 1, key + 1))
     return beat, key_last, req_last
 
 

@@ -189,7 +189,7 @@ def test_wavedrom_structure(documented_run):
     assert done.count("1") == 1
     ruler = signal[1]
     assert "0" in ruler["data"] and ruler["data"][0] == "-3"
-    assert source["foot"]["text"].endswith("of 281 cycles shown")
+    assert source["foot"]["text"].endswith("of 283 cycles shown")
 
 
 def test_svg_rendered_and_docs_current(documented_run):
