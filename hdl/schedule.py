@@ -92,7 +92,8 @@ class SegmentGen(wiring.Component):
         The share; ``keys == 0`` (an idle core) gives no segment. Taken only while idle. Under
         ``flashdecoding``, ``keys`` counts the group's heads, not keys (and ``offset`` is unused).
     desc : ``In(ReadPort.Signature(...))``
-        A read port of the descriptor memory (this unit drives the address).
+        An asynchronous read port of the descriptor memory (this unit drives the address; the data
+        is used in the same cycle).
     link : ``In(ReadPort.Signature(...))`` (``fa2`` and ``flashdecoding``)
         A read port of the link memory, at the same address: the core's (or group's) head after
         ``head``.
@@ -135,24 +136,27 @@ class SegmentGen(wiring.Component):
         following = self.link.data if _links(cfg) else head + 1
 
         # --- this head's segment: its first key, its keys, and what it takes of the share ---------
+        # The descriptor port reads combinationally: the segment is worked out in the read cycle
+        # and registered, so the emit cycle only subtracts what it takes from the share.
         desc = self.desc.data
         if cfg.schedule == "flashdecoding":
             first, keys, empty = self._chunk(m, desc.length)
-            used = 1                                    # the share counts heads
         else:
             first, keys, empty = offset, Signal(cfg.length_bits), 0
             rest = desc.length - offset
             m.d.comb += keys.eq(Mux(left < rest, left, rest))
-            used = keys
         seg = self.o_seg.payload
-        m.d.comb += [
+        seg_empty = Signal()
+        loads = [
             seg.head.eq(head),
             seg.k_addr.eq(desc.k_base + first * cfg.head_dim),
             seg.v_addr.eq(desc.v_base + first * cfg.head_dim),
             seg.keys.eq(keys),
             seg.score_mant.eq(desc.score_mant),
             seg.score_shift.eq(desc.score_shift),
+            seg_empty.eq(empty),
         ]
+        used = 1 if cfg.schedule == "flashdecoding" else seg.keys   # the share counts heads there
 
         # --- walk: read the head's descriptor, then emit its segment (or skip the head) ----------
         with m.FSM():
@@ -164,10 +168,11 @@ class SegmentGen(wiring.Component):
                     with m.If(start.keys != 0):
                         m.next = "read"
             with m.State("read"):
+                m.d.sync += loads
                 m.next = "emit"
             with m.State("emit"):
-                m.d.comb += self.o_seg.valid.eq(~empty)
-                with m.If(self.o_seg.ready | empty):
+                m.d.comb += self.o_seg.valid.eq(~seg_empty)
+                with m.If(self.o_seg.ready | seg_empty):
                     m.d.sync += [head.eq(following), offset.eq(0), left.eq(left - used)]
                     with m.If(left == used):
                         m.next = "idle"
@@ -263,7 +268,8 @@ class Scheduler(wiring.Component):
         starts = self._scan(m, desc.read_port(), link.write_port() if link is not None else None)
         for c in range(cfg.cores):
             m.submodules[f"gen_{c}"] = gen = SegmentGen(cfg, c % cfg.head_chunks)
-            wiring.connect(m, gen.desc, desc.read_port())
+            port = desc.read_port(domain="comb")       # (its en is the constant 1: not connected)
+            m.d.comb += [port.addr.eq(gen.desc.addr), gen.desc.data.eq(port.data)]
             if link is not None:
                 wiring.connect(m, gen.link, link.read_port())
             wiring.connect(m, starts[c], gen.i_start)
@@ -296,6 +302,7 @@ class Scheduler(wiring.Component):
                     walker.begin(m)
                     m.next = "read"
             with m.State("read"):                      # descriptor h is read at this edge
+                walker.prepare(m, job)
                 m.d.sync += h.eq(h + 1)
                 m.next = "walk"
             with m.State("walk"):                      # port.data is descriptor h - 1
@@ -318,6 +325,9 @@ class _ShareWalk:
     def __init__(self, cfg, found, sched):
         self.cfg, self.found, self.sched = cfg, found, sched
         self.start = Signal(total_bits(cfg))         # the first global key of the head scanned
+        # Each core's first global key, registered while the first descriptor is read: the walk
+        # then compares registers, with no multiply-add in front of the comparison.
+        self.bounds = [Signal(total_bits(cfg), name=f"bound_{c}") for c in range(cfg.cores)]
 
     def _shares(self, total):
         cfg = self.cfg
@@ -331,11 +341,15 @@ class _ShareWalk:
     def begin(self, m):
         m.d.sync += self.start.eq(0)
 
-    def head(self, m, job, head, length):
+    def prepare(self, m, job):
         bounds, _ = self._shares(job.total)
+        m.d.sync += [reg.eq(bound) for reg, bound in zip(self.bounds, bounds)]
+
+    def head(self, m, job, head, length):
         for c, found in enumerate(self.found):
-            with m.If((self.start <= bounds[c]) & (bounds[c] < self.start + length)):
-                m.d.sync += [found.head.eq(head), found.offset.eq(bounds[c] - self.start)]
+            bound = self.bounds[c]
+            with m.If((self.start <= bound) & (bound < self.start + length)):
+                m.d.sync += [found.head.eq(head), found.offset.eq(bound - self.start)]
         m.d.sync += self.start.eq(self.start + length)
 
     def end(self, m, job):
@@ -379,6 +393,9 @@ class _LinkWalk:
 
     def begin(self, m):
         m.d.sync += [load.eq(0) for load in self.load] + [count.eq(0) for count in self.count]
+
+    def prepare(self, m, job):
+        pass
 
     def head(self, m, job, head, length):
         group = 0
