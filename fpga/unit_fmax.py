@@ -5,9 +5,9 @@ Run as ``python -m leanattn.fpga.unit_fmax [--preset default] [--units A,B] [--o
 (:data:`leanattn.fpga.unit_resources.UNITS`), one whole core, the scheduler, the reduction tree,
 the job loader and a KV bank -- is converted to Verilog, synthesized with the venv's YoWASP Yosys
 (``synth_ecp5``, unused wires purged before LUT mapping) and placed and routed alone with
-``nextpnr-ecp5 --85k --package CABGA381 --out-of-context``. Out of context the unit's ports are not pins and the paths from and to them
-are not timed: the figures are those of the register-to-register paths inside the unit, an upper
-bound for the unit inside the top.
+``nextpnr-ecp5 --85k --package CABGA381 --out-of-context``. Out of context the unit's ports are
+not pins and the paths from and to them are not timed: the figures are those of the
+register-to-register paths inside the unit, an upper bound for the unit inside the top.
 
 The report gives, per unit: the Fmax of its clock, whether it reaches ``--target`` (default 100
 MHz, the ``ulx3s`` board's), and the critical path (start and end cell, delay, delay by kind, logic

@@ -125,10 +125,8 @@ class PVAccumulator(wiring.Component):
             m.d.sync += [mul_prod[i].eq(key.w * self.i_v.payload[i]) for i in range(cfg.lanes)]
             m.d.sync += [mul_beat.eq(beat), mul_key.eq(key)]
 
-        # -- shift: the old word, restarted or rescaled, with one bit below the rounding point ---------
-        # y = 2 * old floor-shifted by delta on a tile's first key, 2 * old otherwise, 0 on a
-        # segment's first key; round_shift(old, delta) == (y >> 1) + y[0] for every delta.
-        add_valid = wr.en                    # the add stage's valid bit and beat are the write port's
+        # -- the add stage's registers (its valid bit and beat are the write port's) ----------------
+        add_valid = wr.en
         add_beat  = wr.addr
         add_prod  = Signal.like(mul_prod)
         add_w     = Signal.like(key.w)
@@ -142,6 +140,9 @@ class PVAccumulator(wiring.Component):
         with m.If(add_valid & (add_beat == 0)):
             m.d.sync += acc_l.eq(sum_l)
 
+        # -- shift: the old word, restarted or rescaled, with one bit below the rounding point ---------
+        # y = 2 * old floor-shifted by delta on a tile's first key, 2 * old otherwise, 0 on a
+        # segment's first key; round_shift(old, delta) == (y >> 1) + y[0] for every delta.
         old, old_l = self._forward(m, rd.data, wr, mul_beat, acc_l, sum_l, add_valid)
         old_word = data.View(word_layout, old)
         tag = mul_key.tag
