@@ -12,7 +12,7 @@ from amaranth.lib.data import StructLayout
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .fixed import round_shift
+from .fixed import add_rounded, round_shift
 from .pipeline import carry, check_unit_args, has_tag
 from .tables import exp2_table
 
@@ -167,11 +167,10 @@ class Exp2(wiring.Component):
                              slope_y.eq(table_y[0]), slope_shift.eq(table_shift)]
 
             # --- interp: T[i] + round_shift(product, interp), between T[i] and T[i+1]: fits -------
-            # round_shift(p, n) == (p >> n) + p[n - 1]: the rounding bit is the sum's carry in.
             interp_y     = Signal(cfg.weight_bits)
             interp_shift = Signal.like(table_shift)
             with m.If(advance):
-                m.d.sync += [interp_y.eq(slope_y + (slope_prod >> interp) + slope_prod[interp - 1]),
+                m.d.sync += [interp_y.eq(add_rounded(slope_y, slope_prod, interp)),
                              interp_shift.eq(slope_shift)]
             y, y_shift = interp_y, interp_shift
 

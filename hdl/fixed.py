@@ -17,7 +17,7 @@ from amaranth.hdl import Mux, Value, signed, unsigned
 
 from .config import bits_for
 
-__all__ = ["QFormat", "round_shift", "saturate"]
+__all__ = ["QFormat", "round_shift", "add_rounded", "saturate"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,18 @@ def round_shift(value, amount):
         raise TypeError(f"a runtime shift amount must be unsigned, not {amount.shape()}")
     minus_one = Mux(amount == 0, 0, amount - 1)[:len(amount)]
     return Mux(amount == 0, value, ((value >> minus_one) + 1) >> 1)
+
+
+def add_rounded(base, value, amount):
+    """``base + round_shift(value, amount)`` for a constant ``amount >= 1``, written
+    ``base + (value >> amount) + value[amount - 1]``: the same integer for every ``value`` (the
+    rounding increment is bit ``amount - 1``), so it is the sum's carry in and needs no adder of its
+    own. With ``value = (2 * x) >> n`` and ``amount = 1`` this is ``base + round_shift(x, n)``:
+    the barrel shift can sit in the stage before the sum."""
+    value = Value.cast(value)
+    if not isinstance(amount, int) or amount < 1:
+        raise ValueError(f"amount must be an integer of at least 1, not {amount!r}")
+    return base + (value >> amount) + value[amount - 1]
 
 
 def saturate(value, lo, hi):

@@ -11,6 +11,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig, bits_for
+from .fixed import add_rounded
 from .layouts import partial_layout
 
 __all__ = ["Merge"]
@@ -44,7 +45,7 @@ class Merge(wiring.Component):
     * ``add``: ``hi + round_shift(y, 1)``, as ``hi + (y >> 1) + y[0]``: the rounding increment
       is the carry in of the sum. Into the output register.
 
-    ``hi`` is delayed by one register per stage. No stage holds more than half the shifter's
+    The accumulators are delayed by one register per stage. No stage holds more than half the shifter's
     levels; the carry chains are those of the ``align`` stage (the maxima's difference and the
     clamp) and the sums.
 
@@ -175,11 +176,11 @@ class Merge(wiring.Component):
                 out.payload.valid.eq(fine_meta.valid),
                 out.payload.m.eq(fine_meta.m),
                 out.payload.last.eq(fine_meta.last),
-                out.payload.l.eq(self._round_add(fine_hi.l, fine_lo.l)),
+                out.payload.l.eq(add_rounded(fine_hi.l, fine_lo.l, 1)),
             ]
             for lane in range(cfg.lanes):
                 m.d.sync += out.payload.o[lane].eq(
-                    self._round_add(fine_hi.o[lane], fine_lo.o[lane]))
+                    add_rounded(fine_hi.o[lane], fine_lo.o[lane], 1))
 
         return m
 
@@ -204,12 +205,6 @@ class Merge(wiring.Component):
             shift.eq(Mux(~(a.valid & b.valid) | (dist > zero), zero, dist)),
             a_hi.eq(a_pass),
         ]
-
-    @staticmethod
-    def _round_add(hi, y):
-        """``hi + round_shift(y, 1)``, written ``hi + (y >> 1) + y[0]`` (the same integer for every
-        ``y``): the rounding increment is the carry in of the sum, no adder of its own."""
-        return hi + (y >> 1) + y[0]
 
     def _each(self, dst, src, fn):
         """``dst = fn(src)`` for ``l`` and every ``o`` lane of an accumulator struct."""

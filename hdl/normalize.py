@@ -14,7 +14,7 @@ from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig, bits_for
-from .fixed import round_shift, saturate
+from .fixed import add_rounded, round_shift, saturate
 from .layouts import final_layout, output_layout
 from .pipeline import carry
 from .recip import Reciprocal, recip_stages
@@ -69,11 +69,6 @@ def _queue(m, fields, *, put, take, depth, name):
     with m.If(take):
         m.d.sync += take_at.eq(Mux(take_at == depth - 1, 0, take_at + 1))
     return {key: Array(regs)[take_at] for key, regs in slots.items()}
-
-
-def _round_half(y):
-    """``round_shift(y, 1)`` as ``(y >> 1) + y[0]``: the rounding increment is the carry in."""
-    return (y >> 1) + y[0]
 
 
 def _gate(m, *, enable, transfer, cycles, name):
@@ -324,7 +319,7 @@ class Normalizer(wiring.Component):
             m.d.sync += scale_factor.eq(round_shift(align_prod, cfg.recip_frac_bits))
         with m.If(advance):
             m.d.sync += scale_amount.eq(align_amount)
-            m.d.sync += [scale_aligned[k].eq(saturate(_round_half(align_y[k]), norm_min, norm_max))
+            m.d.sync += [scale_aligned[k].eq(saturate(add_rounded(0, align_y[k], 1), norm_min, norm_max))
                          for k in lanes]
 
         # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
@@ -344,7 +339,7 @@ class Normalizer(wiring.Component):
 
         # --- out: the rounding add, saturated to output_bits --------------------------------------
         with m.If(advance):
-            m.d.sync += [out.out[k].eq(saturate(_round_half(round_z[k]), cfg.output_min,
+            m.d.sync += [out.out[k].eq(saturate(add_rounded(0, round_z[k], 1), cfg.output_min,
                                                 cfg.output_max)) for k in lanes]
 
     def _serial(self, m, advance, valids, take, first, r, tag, aligned, amount):

@@ -18,6 +18,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .fixed import add_rounded
 from .layouts import partial_layout
 from .tilebuf import key_tag_layout
 
@@ -134,9 +135,8 @@ class PVAccumulator(wiring.Component):
         add_yl    = Signal(unsigned(cfg.acc_l_bits + 1))
 
         # -- add: product + round_shift(old, delta), the rounding bit as the carry in; write back -----
-        sum_l = add_w + (add_yl >> 1) + add_yl[0]
-        m.d.comb += [wr.data[i].eq(add_prod[i] + (add_y[i] >> 1) + add_y[i][0])
-                     for i in range(cfg.lanes)]
+        sum_l = add_rounded(add_w, add_yl, 1)
+        m.d.comb += [wr.data[i].eq(add_rounded(add_prod[i], add_y[i], 1)) for i in range(cfg.lanes)]
         with m.If(add_valid & (add_beat == 0)):
             m.d.sync += acc_l.eq(sum_l)
 

@@ -14,6 +14,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import bits_for
+from .fixed import add_rounded
 from .pipeline import carry, check_unit_args, has_tag
 from .tables import recip_table
 
@@ -194,10 +195,9 @@ class Reciprocal(wiring.Component):
                              slope_lo.eq(table_lo), slope_e.eq(table_e)]
 
             # --- interp: T[i] + round_shift(product, interp), between the two entries ---------------
-            # round_shift(p, n) == (p >> n) + p[n - 1]: the rounding bit is the sum's carry in.
             with m.If(advance):
                 m.d.sync += [
-                    out.r.eq(slope_lo + (slope_prod >> interp) + slope_prod[interp - 1]),
+                    out.r.eq(add_rounded(slope_lo, slope_prod, interp)),
                     out.e.eq(slope_e),
                 ]
         else:

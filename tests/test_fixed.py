@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leanattn.hdl.fixed import QFormat, round_shift, saturate
+from leanattn.hdl.fixed import QFormat, add_rounded, round_shift, saturate
 from leanattn.sim import golden
 
 
@@ -55,6 +55,35 @@ def test_round_shift_constant_amount(x, n):
         m.d.comb += out.eq(round_shift(a, n))
         return (a,), out
     assert evaluate(build, [(x,)]) == [int(golden.round_shift(np.int64(x), n))]
+
+
+@pytest.mark.parametrize("signed_value", [True, False])
+@pytest.mark.parametrize("amount", [1, 2, 5])
+def test_add_rounded(signed_value, amount):
+    """base + round_shift(y, amount) with the rounding bit as carry in, exhaustively on 9 bits; and
+    the split form of a runtime shift: add_rounded(b, (2 * x) >> n, 1) == b + round_shift(x, n)."""
+    shape = signed(9) if signed_value else unsigned(9)
+    values = range(-256, 256) if signed_value else range(512)
+
+    def build(m):
+        base, y, out = Signal(signed(6)), Signal(shape), Signal(signed(12))
+        m.d.comb += out.eq(add_rounded(base, y, amount))
+        return (base, y), out
+    cases = [(b, y) for b in (-32, -1, 0, 31) for y in values]
+    assert evaluate(build, cases) == [b + int(golden.round_shift(np.int64(y), amount)) for b, y in cases]
+
+    def split(m):
+        base, x, n, out = Signal(signed(6)), Signal(shape), Signal(4), Signal(signed(12))
+        m.d.comb += out.eq(add_rounded(base, (x << 1) >> n, 1))
+        return (base, x, n), out
+    cases = [(b, x, n) for b in (-5, 7) for x in values[::7] for n in range(12)]
+    assert evaluate(split, cases) == [b + int(golden.round_shift(np.int64(x), n)) for b, x, n in cases]
+
+
+@pytest.mark.parametrize("amount", [0, -1, 1.0])
+def test_add_rounded_needs_a_positive_constant(amount):
+    with pytest.raises(ValueError, match="amount must be an integer of at least 1"):
+        add_rounded(0, Signal(8), amount)
 
 
 def test_saturate():
