@@ -19,8 +19,8 @@ all: demo
 # -- setup ---------------------------------------------------------------------------------------
 # The venv is rebuilt only when pyproject.toml changes. From Debian: Icarus Verilog (required), the
 # lz4 headers (required: Verilator's FST waveform writer is compiled with them) and ccache (optional:
-# warm Verilator rebuilds take ~1 s instead of ~12 s), installed when missing and this user may
-# install packages (root or password-less sudo).
+# warm Verilator rebuilds take ~1 s instead of ~12 s; the cache is build/ccache, capped at 1 GB),
+# installed when missing and this user may install packages (root or password-less sudo).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'

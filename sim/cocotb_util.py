@@ -52,6 +52,7 @@ __all__ = [
     "SIMULATORS", "TB_ARGS_ENV", "CocotbTestsFailed", "CocotbRun",
     "verilator_bin_dir", "prepare_sim_env", "check_simulators",
     "design_verilog", "run_cocotb", "tb_args",
+    "CCACHE_DIR", "CCACHE_MAXSIZE",
     "LintError", "AMARANTH_LINT_WAIVERS", "HIERARCHY_LINT_WAIVERS", "verilator_lint",
 ]
 
@@ -75,6 +76,10 @@ _INSTALL = {
     "g++":       "apt-get install -y g++",
     "perl":      "apt-get install -y perl",
 }
+
+#: The C++ compiler cache of the Verilator builds (``build/ccache`` in the repository) and its cap.
+CCACHE_DIR = Path(__file__).resolve().parent.parent / "build" / "ccache"
+CCACHE_MAXSIZE = "1G"
 
 # Seconds a single simulation may run before it is killed; guards CI against the silent hangs
 # of a misconfigured Verilator (a test that needs longer passes a larger ``timeout``).
@@ -109,7 +114,9 @@ def prepare_sim_env(environ=None):
       large enough for Verilator's precompiled header then fails to compile: ``Vtop__pch.h.fast:
       linker input file not found``);
     * no ``CXXFLAGS`` carrying ``VL_TIME_CONTEXT`` (simulated time would never advance);
-    * ``OBJCACHE=ccache`` when ``ccache`` is on PATH (warm Verilator rebuilds in seconds).
+    * ``OBJCACHE=ccache`` when ``ccache`` is on PATH (warm Verilator rebuilds in seconds), with
+      ``CCACHE_DIR`` = :data:`CCACHE_DIR` and ``CCACHE_MAXSIZE`` = :data:`CCACHE_MAXSIZE` unless
+      ``CCACHE_DIR`` is already set.
 
     Returns ``environ``.
     """
@@ -138,6 +145,11 @@ def prepare_sim_env(environ=None):
 
     if shutil.which("ccache", path=environ["PATH"]) is not None:
         environ["OBJCACHE"] = "ccache"
+        if "CCACHE_DIR" not in environ:
+            # A cache of its own, capped: Verilator's objects and precompiled headers are large,
+            # and a shared cache would grow to ccache's default 5 GB cap, evicting other projects'.
+            environ["CCACHE_DIR"] = str(CCACHE_DIR)
+            environ.setdefault("CCACHE_MAXSIZE", CCACHE_MAXSIZE)
     elif environ.get("OBJCACHE") == "ccache":
         del environ["OBJCACHE"]     # would fail every C++ compile
     return environ
@@ -252,6 +264,22 @@ def _log_tail(path, lines=60):
     except OSError:
         return "(no log)"
     return "\n".join(text[-lines:])
+
+
+def _prune_verilator_build(sim_build, *, keep):
+    """Delete everything in a finished Verilator build but the names in ``keep``.
+
+    The simulation runs the executable alone (``<build>/<top>``), while a build leaves its C++,
+    objects and two precompiled headers of about 70 MB each beside it: a full test run builds
+    about a hundred designs, which would otherwise fill several gigabytes of disk.
+    """
+    for path in sim_build.iterdir():
+        if path.name in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _failed_testcases(results):
@@ -391,6 +419,8 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
                 raise RuntimeError(f"{simulator} build of {verilog_path} failed ({exc}); "
                                    f"log {build_log}:\n{_log_tail(build_log)}") from None
             stamp.touch()
+        if simulator == "verilator":    # also a build cached before pruning was done
+            _prune_verilator_build(sim_build, keep=(sim_top, "build.log", stamp.name))
 
     # --- simulation ------------------------------------------------------------------------------
     # Warnings are errors in the bench as in the tests (a deprecated cocotb call fails its test).

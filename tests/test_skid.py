@@ -25,6 +25,8 @@ from leanattn.hdl.skid import SkidBuffer
 from leanattn.sim.cocotb_stream import check_in_order
 from leanattn.sim.cocotb_util import (
     AMARANTH_LINT_WAIVERS,
+    CCACHE_DIR,
+    CCACHE_MAXSIZE,
     CocotbTestsFailed,
     check_simulators,
     prepare_sim_env,
@@ -232,7 +234,12 @@ def test_prepare_sim_env_defuses_the_known_hangs():
                                              "/usr/bin"]
     assert "VERILATOR_ROOT" not in env and "CXXFLAGS" not in env
     assert env["MAKEFLAGS"] == f"-j2 PYTHON3={sys.executable} CFG_CXXFLAGS_PCH_I=-include"
-    assert (env.get("OBJCACHE") == "ccache") == (shutil.which("ccache", path=env["PATH"]) is not None)
+    has_ccache = shutil.which("ccache", path=env["PATH"]) is not None
+    assert (env.get("OBJCACHE") == "ccache") == has_ccache
+    if has_ccache:      # the project's own capped cache, unless the user names one
+        assert (env["CCACHE_DIR"], env["CCACHE_MAXSIZE"]) == (str(CCACHE_DIR), CCACHE_MAXSIZE)
+        own = prepare_sim_env({"PATH": env["PATH"], "CCACHE_DIR": "/mine"})
+        assert own["CCACHE_DIR"] == "/mine" and "CCACHE_MAXSIZE" not in own
     assert prepare_sim_env(dict(env)) == env
 
 
@@ -256,6 +263,8 @@ def test_cocotb(request, simulator, width):
                      simulator=simulator, build_dir=build_dir(request), seed=20240 + width,
                      tb_args={"items": 200, "latency": SkidBuffer.latency})
     assert run.tests == len(STALLS) ** 2
+    if simulator == "verilator":    # the build keeps its executable alone, not its C++ and objects
+        assert sorted(path.name for path in run.sim_build.iterdir()) == [".complete", "build.log", "skid"]
 
 
 def test_cocotb_failure_is_reported(request):
