@@ -12,7 +12,7 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 PYTEST  := $(PY) -m pytest -n auto
 
-.PHONY: all setup tools demo verilog config test test-fast bench accuracy resources fmax synth synth-all lint clean
+.PHONY: all setup tools demo verilog config test test-fast bench accuracy resources fmax synth synth-all area lint clean
 
 all: demo
 
@@ -96,6 +96,11 @@ synth: setup
 synth-all: setup
 	$(VENV)/bin/leanattn synth --board icebreaker --preset tiny -o build/synth/icebreaker-tiny
 	$(VENV)/bin/leanattn synth --board ulx3s --preset default -o build/synth/ulx3s-default
+
+# Where the board top's logic goes: resources per instance, synthesized without flattening
+# (build/synth/area-<board>-<preset>/area.md + area.json; iCE40 tiny: about 2 minutes).
+area: setup
+	$(PY) -m leanattn.fpga.area --board $(BOARD) --preset $(SYNTH_PRESET) --out build/synth/area-$(BOARD)-$(SYNTH_PRESET)
 
 lint: setup
 	$(VENV)/bin/ruff check gen hdl sim tests fpga

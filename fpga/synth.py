@@ -50,7 +50,7 @@ from .boards import BOARDS, RESOURCE_KEYS, toolchain_env
 from .boards import board as get_board
 
 __all__ = ["Multiplier", "SynthesisError", "datapath_multipliers", "expected_primitives", "synthesize",
-           "critical_path", "markdown", "add_parser", "run", "main"]
+           "critical_path", "run_tool", "markdown", "add_parser", "run", "main"]
 
 #: The design's name in the build folder (``top.il``, ``top.json``, ...).
 NAME = "top"
@@ -237,7 +237,7 @@ class _Stage:
         return self.elapsed
 
 
-def _run_tool(argv, cwd, env, stage, log, *, progress, timeout):
+def run_tool(argv, cwd, env, stage, log, *, progress, timeout):
     """Run one tool of the plan; return ``(exit code, seconds)``. Its output goes to
     ``<stage>.out`` in ``cwd``; its log (``log``) is tailed for the progress line."""
     line = _Stage(stage, progress=progress)
@@ -330,7 +330,7 @@ def _build(board, out_dir, runtimes, *, pack, progress, timeout):
         if stage == "pack" and not pack:
             stages[stage] = "skipped"
             continue
-        code, seconds = _run_tool(_resolve(argv, env), out_dir, env, stage, logs[stage],
+        code, seconds = run_tool(_resolve(argv, env), out_dir, env, stage, logs[stage],
                                   progress=progress, timeout=timeout)
         runtimes[stage] = round(seconds, 2)
         if code == 0:
@@ -366,7 +366,7 @@ def _pack_only(board, out_dir, runtimes, *, progress, timeout):
     env = {**os.environ, **toolchain_env()}
     commands = json.loads((out_dir / f"build_{NAME}.json").read_text())["commands"]
     argv = next(argv for argv in commands if argv[0] == board.family.nextpnr)
-    code, seconds = _run_tool(_resolve(_pack_only_argv(argv), env), out_dir, env, "pack-only",
+    code, seconds = run_tool(_resolve(_pack_only_argv(argv), env), out_dir, env, "pack-only",
                               f"{NAME}.packed.log", progress=progress, timeout=timeout)
     runtimes["pack-only"] = round(seconds, 2)
     report = out_dir / f"{NAME}.packed.json"

@@ -150,13 +150,11 @@ class Merge(wiring.Component):
         coarse_shift = Signal(fine)                                         # n's low bits
         coarse_hi, coarse_lo = Signal(acc), Signal(acc2)
         align_lo = Signal(acc)
-        m.d.comb += [align_lo.l.eq(Mux(align_a_hi, align_b.l, align_a.l)),
-                     align_lo.o.eq(Mux(align_a_hi, align_b.o, align_a.o))]
+        m.d.comb += align_lo.eq(Mux(align_a_hi, align_b, align_a))
         with m.If(advance):
             m.d.sync += [coarse_valid.eq(align_valid), coarse_meta.eq(align_meta),
                          coarse_shift.eq(align_shift[:fine]),
-                         coarse_hi.l.eq(Mux(align_a_hi, align_a.l, align_b.l)),
-                         coarse_hi.o.eq(Mux(align_a_hi, align_a.o, align_b.o)),
+                         coarse_hi.eq(Mux(align_a_hi, align_a, align_b)),
                          *self._each(coarse_lo, align_lo,
                                      lambda x: (x << 1) >> (align_shift[fine:] << fine))]
 

@@ -70,6 +70,12 @@ def _read_port_signature(cfg, shape=None):
                               shape=head_layout(cfg) if shape is None else shape)
 
 
+def _async_read_signature(cfg):
+    """An asynchronous read of the descriptor memory, seen from the reader: an address out, the
+    descriptor back in the same cycle (no enable, unlike a synchronous ``ReadPort``)."""
+    return wiring.Signature({"addr": Out(cfg.head_index_bits), "data": In(head_layout(cfg))})
+
+
 def _links(cfg):
     """Whether the schedule walks linked heads (``fa2``, ``flashdecoding``) rather than
     consecutive ones (``lean``)."""
@@ -91,9 +97,9 @@ class SegmentGen(wiring.Component):
     i_start : ``In(stream.Signature(start_layout(cfg)))``
         The share; ``keys == 0`` (an idle core) gives no segment. Taken only while idle. Under
         ``flashdecoding``, ``keys`` counts the group's heads, not keys (and ``offset`` is unused).
-    desc : ``In(ReadPort.Signature(...))``
-        An asynchronous read port of the descriptor memory (this unit drives the address; the data
-        is used in the same cycle).
+    desc : ``Out(wiring.Signature({"addr": Out(head_index_bits), "data": In(head_layout(cfg))}))``
+        An asynchronous read of the descriptor memory: this unit drives the address and uses the
+        data in the same cycle.
     link : ``In(ReadPort.Signature(...))`` (``fa2`` and ``flashdecoding``)
         A read port of the link memory, at the same address: the core's (or group's) head after
         ``head``.
@@ -117,7 +123,7 @@ class SegmentGen(wiring.Component):
         self._position = position
         members = {
             "i_start": In(stream.Signature(start_layout(cfg))),
-            "desc":    In(_read_port_signature(cfg)),
+            "desc":    Out(_async_read_signature(cfg)),
             "o_seg":   Out(stream.Signature(segment_layout(cfg))),
         }
         if _links(cfg):
@@ -268,7 +274,7 @@ class Scheduler(wiring.Component):
         starts = self._scan(m, desc.read_port(), link.write_port() if link is not None else None)
         for c in range(cfg.cores):
             m.submodules[f"gen_{c}"] = gen = SegmentGen(cfg, c % cfg.head_chunks)
-            port = desc.read_port(domain="comb")       # (its en is the constant 1: not connected)
+            port = desc.read_port(domain="comb")
             m.d.comb += [port.addr.eq(gen.desc.addr), gen.desc.data.eq(port.data)]
             if link is not None:
                 wiring.connect(m, gen.link, link.read_port())
