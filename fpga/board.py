@@ -31,6 +31,7 @@ from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
 
 from ..hdl.config import AttentionConfig
 from ..hdl.kvmem import KVMemory, max_bank_keys
+from ..hdl.skid import SkidBuffer
 from ..hdl.top import LeanAttention
 from .hostif import HostInterface
 from .pll import ECP5PLL, ICE40PLL
@@ -81,6 +82,13 @@ class BoardTop(wiring.Component):
         ``"bram"`` elsewhere, also in simulation.
     timeout_bytes : int
         Byte times of silence after which the parser drops a frame (default :data:`TIMEOUT_BYTES`).
+    kv_slices : bool, optional
+        A register slice (:class:`~leanattn.hdl.skid.SkidBuffer`) on every K and V response stream
+        between the memory and the accelerator, so that a bank's RAM output and the core's first
+        multiplier are a cycle apart (on the ECP5 the DP16KD's unregistered output and the route
+        to a core took 14 of a 18.6 ns critical path). Default: with block RAM, not with SPRAM
+        (the UP5K's logic cells are scarce). Each response arrives a cycle later: the cycle model's
+        memory ``latency`` is 1 with them.
 
     Members
     -------
@@ -94,7 +102,7 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, cfg, *, divisor=None, bank_keys=None, baud=DEFAULT_BAUD, frequency=None, memory=None,
-                 timeout_bytes=TIMEOUT_BYTES):
+                 timeout_bytes=TIMEOUT_BYTES, kv_slices=None):
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         if divisor is not None:
@@ -114,6 +122,9 @@ class BoardTop(wiring.Component):
             raise ValueError(f"frequency must be a positive number of Hz, not {frequency!r}")
         if memory is not None and memory not in MEMORIES:
             raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
+        if kv_slices is not None and not isinstance(kv_slices, bool):
+            raise TypeError(f"kv_slices must be a bool or None, not {kv_slices!r}")
+        self._kv_slices = kv_slices
         self._cfg = cfg
         self._divisor, self._bank_keys, self._baud = divisor, bank_keys, baud
         self._frequency, self._memory, self._timeout_bytes = frequency, memory, timeout_bytes
@@ -128,6 +139,12 @@ class BoardTop(wiring.Component):
         if self._memory is not None:
             return self._memory
         return "spram" if platform is not None and _is_up5k(platform) else "bram"
+
+    def kv_slices_for(self, platform):
+        """Whether this top puts a register slice on the K and V responses with ``platform``."""
+        if self._kv_slices is not None:
+            return self._kv_slices
+        return self.memory_for(platform) == "bram"
 
     def bank_keys_for(self, platform):
         """Keys per bank with ``platform``."""
@@ -165,7 +182,12 @@ class BoardTop(wiring.Component):
         for c in range(cfg.cores):
             for kind in ("k", "v"):
                 wiring.connect(m, getattr(top, f"o_{kind}req_{c}"), getattr(mem, f"i_{kind}req_{c}"))
-                wiring.connect(m, getattr(mem, f"o_{kind}_{c}"), getattr(top, f"i_{kind}_{c}"))
+                response = getattr(mem, f"o_{kind}_{c}")
+                if self.kv_slices_for(platform):
+                    m.submodules[f"{kind}_slice_{c}"] = cut = SkidBuffer(shape=response.payload.shape())
+                    wiring.connect(m, response, cut.i_data)
+                    response = cut.o_data
+                wiring.connect(m, response, getattr(top, f"i_{kind}_{c}"))
 
         # --- the host link: UART, parser and writer ----------------------------------------------
         m.submodules.uart_rx = uart_rx = UARTReceiver(divisor=divisor)
