@@ -177,8 +177,12 @@ class BoardTop(wiring.Component):
                              timeout=self._timeout_bytes * FRAME_BITS * divisor)
         top = LeanAttention(cfg)
         mem = self._memory_banks(platform)
-        m.submodules.top = ResetInserter(host.o_reset)(top)
-        m.submodules.mem = ResetInserter(host.o_reset)(mem)
+        # The pulse through a register: it reaches every register of both, and straight from the
+        # parser's state it was the ECP5's critical path (the UART's next byte is far off).
+        reset = Signal()
+        m.d.sync += reset.eq(host.o_reset)
+        m.submodules.top = ResetInserter(reset)(top)
+        m.submodules.mem = ResetInserter(reset)(mem)
         for c in range(cfg.cores):
             for kind in ("k", "v"):
                 wiring.connect(m, getattr(top, f"o_{kind}req_{c}"), getattr(mem, f"i_{kind}req_{c}"))
