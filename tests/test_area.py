@@ -73,7 +73,7 @@ def test_cli_argument_errors(capsys):
     assert area.main(["--board", "nope"]) == 2
     assert "area: error: board must be one of icebreaker, ulx3s, not 'nope'" in capsys.readouterr().err
     assert area.main(["--set", "cores=3"]) == 2
-    assert "area: error:" in capsys.readouterr().err
+    assert "area: error: invalid configuration: cores must be a power of two" in capsys.readouterr().err
 
 
 # --- through Yosys ------------------------------------------------------------------------------------
