@@ -208,6 +208,12 @@ FIELD_EFFECTS = {
         "blocks, `norm_cycles * head_dim / lanes` cycles per head (dominates jobs of many short heads).",
         "None.",
     ),
+    "pipeline": (
+        "`compact`: fewer pipeline registers (flip-flops, which cost a logic cell each on the "
+        "iCE40) and fewer cycles of latency, for a lower clock; `full`: the registers a fast clock "
+        "needs.",
+        "None: the bits do not depend on it.",
+    ),
 }
 
 _DOC_ITEM = re.compile(r"^    ([a-z_][a-z0-9_, ]*) : (\w+)$")

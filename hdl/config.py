@@ -24,6 +24,7 @@ GOLDEN_INT_BITS = 62
 
 QUANT_MODES = ("per_tensor", "per_head")
 SCHEDULES   = ("lean", "fa2", "flashdecoding")
+PIPELINES   = ("full", "compact")
 
 
 def ceil_log2(n):
@@ -127,6 +128,11 @@ class AttentionConfig:
     norm_cycles : int
         Cycles per output beat of the normalizer: 1 is fully parallel; more share its multipliers
         over that many cycles (fewer DSP blocks, ``norm_cycles * head_dim // lanes`` cycles per head).
+    pipeline : str
+        Pipeline registers: ``full`` splits the units' logic for a fast clock (the ECP5 at
+        100 MHz); ``compact`` merges stages for a slow clock (the iCE40 at 24 MHz): fewer
+        flip-flops and cycles of latency, longer paths between registers. The units with a compact
+        form: the merge unit (:func:`leanattn.hdl.merge.merge_stages`).
     """
 
     head_dim:          int
@@ -150,6 +156,7 @@ class AttentionConfig:
     output_bits:       int = 16
     dsp_bits:          int = 18
     norm_cycles:       int = 1
+    pipeline:          str = "full"
 
     # -- validation --------------------------------------------------------------------------------
 
@@ -204,6 +211,8 @@ class AttentionConfig:
         _field_range("output_bits", self.output_bits, 4, 32)
         _field_range("dsp_bits", self.dsp_bits, 9, 27)
         _field_range("norm_cycles", self.norm_cycles, 1, 16)
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, not {self.pipeline!r}")
 
         for name in ("acc_o_bits", "out_product_bits", "scaled_qk_bits", "pv_product_bits"):
             bits = getattr(self, name)

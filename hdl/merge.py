@@ -6,7 +6,7 @@ for every ``o`` lane (``docs/numerics.md``, step 8; :func:`leanattn.sim.golden.m
 The integer running max makes both alignments pure shifts: no multiplier.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,7 +14,16 @@ from .config import AttentionConfig, bits_for
 from .fixed import add_rounded
 from .layouts import partial_layout
 
-__all__ = ["Merge"]
+__all__ = ["Merge", "merge_stages"]
+
+
+def merge_stages(cfg):
+    """The merge unit's registered stages at ``cfg``, in order (one register each): all five
+    with ``pipeline == "full"``; ``take`` and ``add`` with ``compact`` (``align``, ``coarse``
+    and ``fine`` are then logic between them)."""
+    if cfg.pipeline == "compact":
+        return ("take", "add")
+    return ("take", "align", "coarse", "fine", "add")
 
 
 class Merge(wiring.Component):
@@ -25,7 +34,8 @@ class Merge(wiring.Component):
     empty: ``i_b``'s beat); otherwise both are aligned to the larger max and added. ``head`` is
     ``i_a``'s when ``i_a`` is valid, else ``i_b``'s; ``last`` is ``i_a``'s.
 
-    Pipeline, one register per stage. Only one side ever shifts: the side with the larger max
+    Pipeline, one register per stage (with ``cfg.pipeline == "compact"``, only ``take`` and
+    ``add`` are registers: :func:`merge_stages`). Only one side ever shifts: the side with the larger max
     (``hi``; ``i_a`` on equal maxima) has shift 0, which is ``x`` itself, so it passes unchanged
     and only the other side (``lo``) goes through the barrel shifter, one per field. An empty side
     is always ``lo``, shifted by :attr:`zero_shift`, which drops it exactly (both empty: ``hi`` is
@@ -64,7 +74,7 @@ class Merge(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         The merged partial; ``valid`` and ``payload`` are registers.
 
-    Latency: 5 cycles (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
+    Latency: 5 cycles, 2 compact (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
     that is not taken: every stage advances when ``~o_partial.valid | o_partial.ready``.
     Throughput: 1 beat per cycle, sustained, while both inputs are valid and the output is ready.
     Numerics: ``round_shift`` (nearest, ties toward +inf) of each side by its distance to the
@@ -92,8 +102,8 @@ class Merge(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input transfer to the output transfer of the merged beat (no stalls):
-        one per stage, ``take``, ``align``, ``coarse``, ``fine``, ``add``."""
-        return 5
+        one per registered stage (:func:`merge_stages`)."""
+        return len(merge_stages(self._cfg))
 
     @property
     def zero_shift(self):
@@ -127,44 +137,36 @@ class Merge(wiring.Component):
             a.ready.eq(advance & b.valid),
             b.ready.eq(advance & a.valid),
         ]
+        stage = _Stages(m, merge_stages(cfg), advance)
 
         # --- take: both beats as they are ----------------------------------------------------------
-        take_valid = Signal()
-        take_a, take_b = Signal(partial_layout(cfg)), Signal(partial_layout(cfg))
-        with m.If(advance):
-            m.d.sync += [take_valid.eq(a.valid & b.valid), take_a.eq(a.payload), take_b.eq(b.payload)]
+        take_valid = stage.copy("take", "valid", 1, a.valid & b.valid)
+        take_a = stage.copy("take", "a", partial_layout(cfg), a.payload)
+        take_b = stage.copy("take", "b", partial_layout(cfg), b.payload)
 
         # --- align: the larger max, which side passes (hi) and which shifts (lo), lo's shift ------
-        align_valid, align_meta = Signal(), Signal(meta)
-        align_shift = Signal(range(self.zero_shift + 1))
-        align_a_hi  = Signal()
-        align_a, align_b = Signal(acc), Signal(acc)
-        align_next = self._align(m, take_a, take_b, align_meta, align_shift, align_a_hi)
-        with m.If(advance):
-            m.d.sync += [align_valid.eq(take_valid), *align_next,
-                         align_a.l.eq(take_a.l), align_a.o.eq(take_a.o),
-                         align_b.l.eq(take_b.l), align_b.o.eq(take_b.o)]
+        align_meta, align_shift, align_a_hi = self._align(m, stage, take_a, take_b, meta)
+        align_valid = stage.copy("align", "valid", 1, take_valid)
+        align_a = stage.copy("align", "a", acc, Cat(take_a.l, take_a.o))   # the layout of acc
+        align_b = stage.copy("align", "b", acc, Cat(take_b.l, take_b.o))
 
         # --- coarse: hi and lo routed; 2 * lo floor-shifted by the high bits of n -----------------
-        coarse_valid, coarse_meta = Signal(), Signal(meta)
-        coarse_shift = Signal(fine)                                         # n's low bits
-        coarse_hi, coarse_lo = Signal(acc), Signal(acc2)
+        # (the select is a register in the full pipeline, so its fan-out to every multiplexer
+        # follows no logic)
+        coarse_valid = stage.copy("coarse", "valid", 1, align_valid)
+        coarse_meta  = stage.copy("coarse", "meta", meta, align_meta)
+        coarse_shift = stage.copy("coarse", "shift", fine, align_shift[:fine])    # n's low bits
+        coarse_hi    = stage.logic("coarse", "hi", acc, Mux(align_a_hi, align_a, align_b))
         align_lo = Signal(acc)
         m.d.comb += align_lo.eq(Mux(align_a_hi, align_b, align_a))
-        with m.If(advance):
-            m.d.sync += [coarse_valid.eq(align_valid), coarse_meta.eq(align_meta),
-                         coarse_shift.eq(align_shift[:fine]),
-                         coarse_hi.eq(Mux(align_a_hi, align_a, align_b)),
-                         *self._each(coarse_lo, align_lo,
-                                     lambda x: (x << 1) >> (align_shift[fine:] << fine))]
+        coarse_lo = stage.each("coarse", "lo", acc2, align_lo,
+                               lambda x: (x << 1) >> (align_shift[fine:] << fine))
 
         # --- fine: lo floor-shifted by the low bits of n; hi delayed ------------------------------
-        fine_valid, fine_meta = Signal(), Signal(meta)
-        fine_hi, fine_lo = Signal(acc), Signal(acc2)
-        with m.If(advance):
-            m.d.sync += [fine_valid.eq(coarse_valid), fine_meta.eq(coarse_meta),
-                         fine_hi.eq(coarse_hi),
-                         *self._each(fine_lo, coarse_lo, lambda x: x >> coarse_shift)]
+        fine_valid = stage.copy("fine", "valid", 1, coarse_valid)
+        fine_meta  = stage.copy("fine", "meta", meta, coarse_meta)
+        fine_hi    = stage.copy("fine", "hi", acc, coarse_hi)
+        fine_lo    = stage.each("fine", "lo", acc2, coarse_lo, lambda x: x >> coarse_shift)
 
         # --- add: hi + round_shift(lo, 1), into the output register -------------------------------
         with m.If(advance):
@@ -182,10 +184,9 @@ class Merge(wiring.Component):
 
         return m
 
-    def _align(self, m, a, b, meta, shift, a_hi):
-        """The ``align`` stage: compares the maxima (combinational, into ``m``) and returns the
-        register updates of the beat's metadata, of ``a_hi`` (``i_a`` passes and ``i_b`` shifts)
-        and of ``lo``'s shift amount."""
+    def _align(self, m, stage, a, b, meta):
+        """The ``align`` stage: compares the maxima; returns the beat's metadata, ``lo``'s shift
+        amount and ``a_hi`` (``i_a`` passes and ``i_b`` shifts)."""
         zero   = self.zero_shift
         gap    = Signal(signed(self._cfg.max_bits + 1), name="align_gap")   # m_a - m_b
         a_wins = Signal(name="align_a_wins")   # a's max is the larger (or equal)
@@ -193,18 +194,58 @@ class Merge(wiring.Component):
         m.d.comb += [gap.eq(a.m - b.m), a_wins.eq(gap >= 0),
                      a_pass.eq(a.valid & (a_wins | ~b.valid))]
         dist   = Mux(a_wins, gap, b.m - a.m)   # m_hi - m_lo when both are valid
-        return [
-            meta.head.eq(Mux(a.valid, a.head, b.head)),
-            meta.last.eq(a.last),
+        fields = Signal(meta, name="align_next")
+        m.d.comb += [
+            fields.head.eq(Mux(a.valid, a.head, b.head)),
+            fields.last.eq(a.last),
             # An empty a: the beat is b (empty or not); an empty b: the beat is a.
-            meta.valid.eq(a.valid | b.valid),
-            meta.m.eq(Mux(a_pass, a.m, b.m)),
-            # An empty side is always lo, and zero_shift drops it exactly.
-            shift.eq(Mux(~(a.valid & b.valid) | (dist > zero), zero, dist)),
-            a_hi.eq(a_pass),
+            fields.valid.eq(a.valid | b.valid),
+            fields.m.eq(Mux(a_pass, a.m, b.m)),
         ]
+        # An empty side is always lo, and zero_shift drops it exactly. (dist is in 0 .. zero
+        # where it is taken: its low bits are the amount.)
+        amount = Shape.cast(range(zero + 1)).width
+        shift = Mux(~(a.valid & b.valid) | (dist > zero), zero, dist[:amount])
+        return (stage.copy("align", "meta", meta, fields),
+                stage.logic("align", "shift", range(zero + 1), shift),
+                stage.copy("align", "a_hi", 1, a_pass))
 
-    def _each(self, dst, src, fn):
-        """``dst = fn(src)`` for ``l`` and every ``o`` lane of an accumulator struct."""
-        return [dst.l.eq(fn(src.l)),
-                *(dst.o[lane].eq(fn(src.o[lane])) for lane in range(self._cfg.lanes))]
+
+class _Stages:
+    """The merge pipe's stages: a value of a registered stage is a register loaded while the pipe
+    advances; in a stage that is not registered (``pipeline == "compact"``) a copy is the value
+    itself and logic is a combinational signal, so no name merely aliases another."""
+
+    def __init__(self, m, registered, advance):
+        self.m, self.registered, self.advance = m, registered, advance
+
+    def _register(self, stage, name, shape, value):
+        reg = Signal(shape, name=f"{stage}_{name}")
+        with self.m.If(self.advance):
+            self.m.d.sync += reg.eq(value)
+        return reg
+
+    def copy(self, stage, name, shape, value):
+        """``value`` unchanged: registered, or ``value`` itself."""
+        if stage in self.registered:
+            return self._register(stage, name, shape, value)
+        return value
+
+    def logic(self, stage, name, shape, value):
+        """``value`` computed in this stage: registered, or a combinational signal."""
+        if stage in self.registered:
+            return self._register(stage, name, shape, value)
+        sig = Signal(shape, name=f"{stage}_{name}")
+        self.m.d.comb += sig.eq(value)
+        return sig
+
+    def each(self, stage, name, layout, src, fn):
+        """``fn`` of ``l`` and of every ``o`` lane of an accumulator struct, into ``layout``."""
+        dst = Signal(layout, name=f"{stage}_{name}")
+        assigns = [dst.l.eq(fn(src.l)), *(dst.o[lane].eq(fn(src.o[lane])) for lane in range(len(src.o)))]
+        if stage in self.registered:
+            with self.m.If(self.advance):
+                self.m.d.sync += assigns
+        else:
+            self.m.d.comb += assigns
+        return dst

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig
 from .layouts import partial_layout
-from .merge import Merge
+from .merge import Merge, merge_stages
 from .ports import cross_layout
 from .skid import SkidBuffer
 
@@ -82,8 +82,8 @@ class TreeNode(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         Merged and passed packets; ``valid`` and ``payload`` are registers.
 
-    Latency: :attr:`latency` (6) cycles from a beat's input transfer to its output transfer, when
-    nothing stalls.
+    Latency: :attr:`latency` (6; 3 with ``pipeline == "compact"``) cycles from a beat's input
+    transfer to its output transfer, when nothing stalls.
     Throughput: one beat per cycle, merged or passed; a crossing packet waits (without blocking
     the other input) until its partner arrives. The merge pipe freezes while the skid buffer is
     full.
@@ -91,10 +91,6 @@ class TreeNode(wiring.Component):
     (``golden.merge``); passed packets are unchanged, every bit.
     """
 
-    #: Cycles from an input beat to its output beat, without stalls: the merge pipe's five stages
-    #: (:attr:`Merge.latency <leanattn.hdl.merge.Merge.latency>`, an instance property there, so
-    #: restated here and checked against it by the tests) and the skid buffer's one.
-    latency = 5 + SkidBuffer.latency
 
     def __init__(self, cfg):
         _check_cfg(cfg)
@@ -112,6 +108,13 @@ class TreeNode(wiring.Component):
     @property
     def cfg(self):
         return self._cfg
+
+    @property
+    def latency(self):
+        """Cycles from an input beat to its output beat, without stalls: the merge pipe's
+        (:func:`~leanattn.hdl.merge.merge_stages`: 5, or 2 with ``pipeline == "compact"``) and
+        the skid buffer's 1."""
+        return len(merge_stages(self._cfg)) + SkidBuffer.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -207,10 +210,10 @@ class ReductionTree(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         The final state of every cut head, once; ``valid`` and ``payload`` are registers.
 
-    Latency: :attr:`latency` cycles (``tree_levels`` times :attr:`TreeNode.latency`, 5 per level)
-    from a leaf beat's transfer to the transfer of the output beat it becomes, when nothing stalls
-    and the beat's partner at every merging node arrives at the same edge (tiny: 5, default: 10,
-    wide: 15). A partner arriving later delays the merged beat by as much.
+    Latency: :attr:`latency` cycles (``tree_levels`` times :attr:`TreeNode.latency`: 6 per
+    level, 3 compact) from a leaf beat's transfer to the transfer of the output beat it becomes,
+    when nothing stalls and the beat's partner at every merging node arrives at the same edge
+    (tiny: 6, default: 12, wide: 18). A partner arriving later delays the merged beat by as much.
     Throughput: one beat per cycle out of the root; every node moves one beat per cycle. No
     ``ready`` path is longer than one node: every node's output is a skid buffer.
     Numerics: :func:`leanattn.sim.golden.reduce_partials` of each cut head, bit for bit (the Merge
@@ -253,7 +256,7 @@ class ReductionTree(wiring.Component):
     @property
     def latency(self):
         """Cycles from a leaf beat to the root's output beat, without stalls or waiting."""
-        return self._cfg.tree_levels * TreeNode.latency
+        return self._cfg.tree_levels * (len(merge_stages(self._cfg)) + SkidBuffer.latency)
 
     def _rule(self, m, node, level, index):
         """Tell node ``(level, index)`` which heads merge there."""

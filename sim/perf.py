@@ -135,9 +135,6 @@ LOAD_TO_JOB = 2
 ISSUE = 1
 #: KVBank.latency: request transfer -> first beat on an idle port.
 BANK_LATENCY = 2
-#: Merge.latency: the tree node's merge pipe.
-MERGE_STAGES = 5
-
 
 def _for_range(lo, hi):
     """(signed, width) of QFormat.for_range(lo, hi)."""
@@ -192,6 +189,7 @@ class Timing:
     k_queue:        int     # segments the K command queue holds
     norm_cycles:    int     # normalizer: cycles per beat
     norm_latency:   int     # normalizer: input beat -> output beat
+    merge_latency:  int     # a tree node's merge pipe: input beat -> output beat (Merge.latency)
 
 
 def timing(cfg, latency=2):
@@ -226,6 +224,7 @@ def timing(cfg, latency=2):
         outstanding=4, k_queue=2,                               # AttentionCore.outstanding, k_queue
         norm_cycles=cfg.norm_cycles,
         norm_latency=recip + norm,                              # Normalizer.latency
+        merge_latency=2 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
     )
 
 
@@ -506,12 +505,12 @@ class _Skid:
 
 
 class _Node:
-    """A tree node: route register, five-stage merge pipe, output skid buffer."""
+    """A tree node: route register, merge pipe (``stages`` registers), output skid buffer."""
 
-    def __init__(self, level, index, merges, a, b):
+    def __init__(self, level, index, merges, a, b, stages):
         self.level, self.index, self.merges, self.a, self.b = level, index, merges, a, b
         self.held = None                 # None (idle), "a", "b" (passing) or "m" (merging)
-        self.pipe = [None] * MERGE_STAGES
+        self.pipe = [None] * stages
         self.out = _Skid()
 
     def front(self):
@@ -525,7 +524,8 @@ def _downstream(t, sources, merges_at, held, heads, record):
     levels = []
     below = fifos
     for level in range(1, t.tree_levels + 1):
-        below = [_Node(level, i, merges_at.get((level, i), frozenset()), below[2 * i], below[2 * i + 1])
+        below = [_Node(level, i, merges_at.get((level, i), frozenset()), below[2 * i], below[2 * i + 1],
+                       t.merge_latency)
                  for i in range(len(below) // 2)]
         levels.append(below)
     nodes = [node for level in reversed(levels) for node in level]       # root first
@@ -803,7 +803,8 @@ def split_heads_cycles(cfg, heads, n, *, latency=2):
     b, r = t.bpk, t.norm_cycles
     n0 = n * heads // cfg.cores
     return (_front_end(t, heads) + (min(t.tile, n0) + n0) * b + t.pv_latency
-            + 2 + (MERGE_STAGES + 1) * t.tree_levels + 3 + r * (b - 1) + t.norm_latency + (heads - 1) * r * b)
+            + 2 + (t.merge_latency + 1) * t.tree_levels + 3 + r * (b - 1) + t.norm_latency
+            + (heads - 1) * r * b)
 
 
 def whole_heads_cycles(cfg, heads, n, *, latency=2):

@@ -166,6 +166,7 @@ VIOLATIONS = {
     "tile":           [("tiny", {"tile": 24})],
     "schedule":       [("tiny", {"schedule": "round_robin"})],
     "quant":          [("tiny", {"quant": "per_row"})],
+    "pipeline":       [("tiny", {"pipeline": "shallow"})],
     "exp_index_bits": [("tiny", {"exp_index_bits": 9})],
     "chunks":         [("default", {"chunks": 2}), ("default", {"schedule": "flashdecoding", "chunks": 3})],
 }

@@ -143,8 +143,8 @@ def test_timing_matches_units(name, latency):
     assert perf.ISSUE == AttentionCore.issue_latency
     assert (t.outstanding, t.k_queue) == (AttentionCore.outstanding, AttentionCore.k_queue)
     assert t.norm_latency == Normalizer(cfg).latency
-    assert perf.MERGE_STAGES == Merge(cfg).latency
-    assert TreeNode.latency == perf.MERGE_STAGES + SkidBuffer.latency
+    assert t.merge_latency == Merge(cfg).latency
+    assert TreeNode(cfg).latency == t.merge_latency + SkidBuffer.latency
     assert ScaleLookup.latency == 1 and SkidBuffer.latency == 1
     # The single-segment latency the core documents follows from the same constants.
     n = 3 * cfg.tile + 1
