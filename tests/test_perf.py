@@ -169,6 +169,7 @@ def test_phases_match_sliced_products(dsp_bits, cycles):
 FORMULA_CONFIGS = {
     **PRESETS,
     "tiny4": PRESETS["tiny"].replace(cores=4, norm_cycles=2, max_heads=64),
+    "tiny4_compact": PRESETS["tiny"].replace(cores=4, norm_cycles=2, max_heads=64, pipeline="compact"),
     "default_r3": PRESETS["default"].replace(norm_cycles=3),
     "default_c1": PRESETS["default"].replace(cores=1),
 }
