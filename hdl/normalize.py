@@ -149,9 +149,10 @@ class Normalizer(wiring.Component):
         ``norm_cycles``: cycles between accepted beats, at least; exactly, when beats are offered
         back to back.
     latency : int
-        The reciprocal's latency (``len(recip_stages(cfg))``: 6 with interpolation, 4 without)
-        plus ``len(stages)``: 6 with ``norm_cycles == 1`` (12 in all at ``default``),
-        ``5 + factor phases + lane phases`` otherwise (tiny: 13 in all).
+        The reciprocal's latency (``len(recip_stages(cfg))``: 6 with interpolation, 4 without;
+        2 and 1 with ``pipeline == "compact"``) plus ``len(stages)``: 6 with ``norm_cycles ==
+        1`` (12 in all at ``default``), ``5 + factor phases + lane phases`` otherwise (tiny: 13
+        in all).
 
     Latency: :attr:`latency` cycles from an input beat to its output beat.
     Throughput: one beat per :attr:`interval` cycles, sustained (beats offered back to back are

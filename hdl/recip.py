@@ -7,7 +7,7 @@ priority encoder; the ``recip_index_bits + recip_interp_bits`` bits of ``l`` bel
 :func:`leanattn.sim.golden.reciprocal` bit for bit.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import StructLayout
 from amaranth.lib.memory import Memory
@@ -50,7 +50,12 @@ def recip_output_layout(cfg, tag_shape=0):
 
 
 def recip_stages(cfg):
-    """Names of the reciprocal unit's pipeline stages at ``cfg``, in order (one register each)."""
+    """Names of the reciprocal unit's pipeline stages at ``cfg``, in order (one register each).
+    With ``pipeline == "compact"`` the leading one is found in the ``read`` stage's logic, the
+    table's output is the result (no ``out``), and the slope and the interpolation share one
+    stage."""
+    if cfg.pipeline == "compact":
+        return ("read", "interp") if cfg.recip_interp_bits else ("read",)
     if cfg.recip_interp_bits:
         return ("chunk", "lead", "read", "table", "slope", "interp")
     return ("chunk", "lead", "read", "out")
@@ -92,8 +97,12 @@ class Reciprocal(wiring.Component):
         registered: no logic follows a block RAM's output), ``slope`` (``(T[i+1] - T[i]) * rem``)
         and ``interp`` (``T[i]`` plus the rounded product, the rounding bit as the carry in);
         without, ``out`` (the entry registered).
+        With ``cfg.pipeline == "compact"``: ``read`` (the leading one, the shift and the table
+        address are its logic; the table's synchronous read is its register) and, with
+        interpolation, ``interp`` (slope, product and rounded sum); without, the table's output
+        is ``r``.
     latency : int
-        ``len(stages)``: 6 with interpolation, 4 without.
+        ``len(stages)``: 6 with interpolation, 4 without; compact 2 and 1.
 
     Latency: :attr:`latency` cycles (one register per stage) from an input transfer to its output.
     Throughput: one reciprocal per cycle. The whole pipe freezes while ``o_recip`` holds a result
@@ -159,8 +168,9 @@ class Reciprocal(wiring.Component):
         # above: the encoder leaves out the chunks wholly below P, the registers the bits below
         # P - U.
         low = max(0, cfg.exp_frac_bits - mant)
+        compact = cfg.pipeline == "compact"
         lead_e, lead_l = _leading_one(m, self.i_l.payload.l, advance, floor=cfg.exp_frac_bits,
-                                      low=low)
+                                      low=low, registered=not compact)
 
         # --- read: the U bits below the leading one address the table -----------------------------
         # l is shifted left so that its leading one lands on bit width - 1, with U zeros below it
@@ -168,17 +178,31 @@ class Reciprocal(wiring.Component):
         # registers and these are the stage's.
         read_shift = (width - 1 - lead_e)[:bits_for(width - 1 - cfg.exp_frac_bits)]
         read_x     = (Cat(Const(0, mant + low), lead_l) << read_shift)[width - 1:width - 1 + mant]
-        read_e     = Signal.like(lead_e)
         for k, port in enumerate(read_ports):
             m.d.comb += port.addr.eq(read_x[interp:] + k if k else read_x[interp:])
+        lo = read_ports[0].data
+        if compact and not interp:
+            # --- the table's output is r; e is registered beside it ------------------------------
+            m.d.comb += out.r.eq(lo)
+            with m.If(advance):
+                m.d.sync += out.e.eq(lead_e)
+            return m
+        read_e = Signal(len(lead_e))
         with m.If(advance):
             m.d.sync += read_e.eq(lead_e)
-        lo = read_ports[0].data
 
         if interp:
             read_rem = Signal(interp)                      # mantissa bits below the index
             with m.If(advance):
                 m.d.sync += read_rem.eq(read_x[:interp])
+            if compact:
+                # --- interp: T[i] + round_shift((T[i+1] - T[i]) * rem, interp) -------------------
+                with m.If(advance):
+                    m.d.sync += [
+                        out.r.eq(add_rounded(lo, (read_ports[1].data - lo) * read_rem, interp)),
+                        out.e.eq(read_e),
+                    ]
+                return m
 
             # --- table: T[i], T[i+1] registered ------------------------------------------------------
             table_lo, table_hi = Signal(cfg.recip_bits), Signal(cfg.recip_bits)
@@ -210,35 +234,42 @@ class Reciprocal(wiring.Component):
 
 
 
-def _leading_one(m, l, advance, *, floor, low):
+def _leading_one(m, l, advance, *, floor, low, registered=True):
     """The ``chunk`` and ``lead`` stages: ``(lead_e, lead_l)``, the leading one's position and
-    ``l >> low`` (``l``'s bits from ``low`` up), two stages after ``l``. The leading one is sought
-    from bit ``floor`` up (the chunks wholly below it are left out); ``lead_e`` is 0 when those
-    bits are all 0."""
+    ``l >> low`` (``l``'s bits from ``low`` up), two stages after ``l`` (or the same cycle's
+    logic, when not ``registered``). The leading one is sought from bit ``floor`` up (the chunks
+    wholly below it are left out); ``lead_e`` is 0 when those bits are all 0."""
     width = len(l)
+
+    def stage(name, shape, value):
+        # A register of the stage, or (not registered) the value itself, cut to the shape's width.
+        if not registered:
+            return Value.cast(value)[:Shape.cast(shape).width]
+        sig = Signal(shape, name=name)
+        with m.If(advance):
+            m.d.sync += sig.eq(value)
+        return sig
+
     # --- chunk: the leading one within each chunk of l ---------------------------------------
     first = floor // ENCODER_CHUNK_BITS * ENCODER_CHUNK_BITS
     bases = range(first, width, ENCODER_CHUNK_BITS)
     chunks = [l[lo:lo + ENCODER_CHUNK_BITS] for lo in bases]
-    chunk_any = Signal(len(chunks))
-    chunk_pos = [Signal(range(len(c)), name=f"chunk_pos_{k}") if len(c) > 1 else Const(0, 1)
-                 for k, c in enumerate(chunks)]
-    chunk_l   = Signal(width - low)
-    with m.If(advance):
-        m.d.sync += [chunk_any.eq(Cat(c.any() for c in chunks)), chunk_l.eq(l[low:])]
-        for chunk, pos in zip(chunks, chunk_pos):
-            if len(chunk) > 1:
-                m.d.sync += pos.eq(0)
-                for bit in range(1, len(chunk)):   # the highest set bit is assigned last
-                    with m.If(chunk[bit]):
-                        m.d.sync += pos.eq(bit)
+    chunk_any = stage("chunk_any", len(chunks), Cat(c.any() for c in chunks))
+    chunk_pos = []
+    for k, chunk in enumerate(chunks):
+        if len(chunk) == 1:
+            chunk_pos.append(Const(0, 1))
+            continue
+        pos = Const(0, range(len(chunk)))
+        for bit in range(1, len(chunk)):           # the highest set bit decides (outermost)
+            pos = Mux(chunk[bit], bit, pos)
+        chunk_pos.append(stage(f"chunk_pos_{k}", range(len(chunk)), pos))
+    chunk_l = stage("chunk_l", width - low, l[low:])
 
     # --- lead: e = the leading one of the highest non-zero chunk -----------------------------
-    lead_e = Signal(bits_for(width - 1))
-    lead_l = Signal.like(chunk_l)
-    with m.If(advance):
-        m.d.sync += [lead_l.eq(chunk_l), lead_e.eq(0)]    # 0 for l < 2**floor (outside the contract)
-        for k, (base, pos) in enumerate(zip(bases, chunk_pos)):   # the highest non-zero chunk last
-            with m.If(chunk_any[k]):
-                m.d.sync += lead_e.eq(base + pos)
+    e = Const(0, bits_for(width - 1))              # 0 for l < 2**floor (outside the contract)
+    for k, (base, pos) in enumerate(zip(bases, chunk_pos)):   # the highest non-zero chunk decides
+        e = Mux(chunk_any[k], base + pos, e)
+    lead_e = stage("lead_e", bits_for(width - 1), e)
+    lead_l = stage("lead_l", len(chunk_l), chunk_l)
     return lead_e, lead_l

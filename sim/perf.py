@@ -204,7 +204,10 @@ def timing(cfg, latency=2):
     skid = 1                                                    # SkidBuffer.latency
     logit = 1 + skid + dot + skid + scale                       # AttentionCore.logit_latency
     exp2 = 5 if cfg.exp_interp_bits else 3                      # len(exp2_stages(cfg))
-    recip = 6 if cfg.recip_interp_bits else 4                   # len(recip_stages(cfg))
+    if cfg.pipeline == "compact":                               # len(recip_stages(cfg))
+        recip = 2 if cfg.recip_interp_bits else 1
+    else:
+        recip = 6 if cfg.recip_interp_bits else 4
     if cfg.norm_cycles == 1:
         norm = 6                                                # align, scale, mul, sum, round, out
     else:

@@ -463,7 +463,8 @@ def test_ports_and_contract(name):
     assert dut.signature.members["o_out"] == Out(stream.Signature(output_layout(cfg)))
     if cfg.norm_cycles == 1:                        # default, wide, odd
         assert dut.stages == ("align", "scale", "mul", "sum", "round", "out")
-        assert dut.latency == len(recip_stages(cfg)) + 6 == (12 if cfg.recip_interp_bits else 10)
+        recip = {"full": 6, "compact": 2}[cfg.pipeline] if cfg.recip_interp_bits else 4
+        assert dut.latency == len(recip_stages(cfg)) + 6 == recip + 6
         assert dut.factor_products is None and dut.lane_products.phases == 1
     else:                                           # tiny: the factor's and the lanes' two slices
         assert dut.stages == ("scale", "fac1", "fac2", "fac3", "lanes", "mul1", "mul2", "mul3", "out")

@@ -41,10 +41,11 @@ from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, verilator_lint
 from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 
-#: Configurations whose leading one can sit below the mantissa width (exp_frac_bits < U).
+#: Configurations whose leading one can sit below the mantissa width (exp_frac_bits < U);
+#: ``short_mid`` also covers the compact pipeline without interpolation (``odd``: with).
 SHORT_CONFIGS = {
     "short":     TEST_CONFIGS["default"].replace(exp_frac_bits=10),
-    "short_mid": TEST_CONFIGS["tiny"].replace(exp_frac_bits=8),
+    "short_mid": TEST_CONFIGS["tiny"].replace(exp_frac_bits=8, pipeline="compact"),
 }
 ALL_CONFIGS = {**TEST_CONFIGS, **SHORT_CONFIGS}
 CONFIGS = list(TEST_CONFIGS)
@@ -216,9 +217,14 @@ def test_ports_and_contract(name):
     assert list(dict(recip_input_layout(cfg)).keys()) == ["l"]
     assert list(dict(recip_output_layout(cfg)).keys()) == ["r", "e"]
     interp = cfg.recip_interp_bits > 0
-    assert dut.stages == (("chunk", "lead", "read", "table", "slope", "interp") if interp
-                          else ("chunk", "lead", "read", "out"))
-    assert dut.latency == len(dut.stages) == (6 if interp else 4)
+    if cfg.pipeline == "compact":
+        assert dut.stages == (("read", "interp") if interp else ("read",))
+    else:
+        assert dut.stages == (("chunk", "lead", "read", "table", "slope", "interp") if interp
+                              else ("chunk", "lead", "read", "out"))
+    assert dut.latency == len(dut.stages) == {(False, True): 6, (False, False): 4,
+                                              (True, True): 2, (True, False): 1}[
+                                                  (cfg.pipeline == "compact", interp)]
     assert dut.table == recip_table(index_bits=cfg.recip_index_bits, frac_bits=cfg.recip_frac_bits,
                                     interp=interp)
 
