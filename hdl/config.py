@@ -132,8 +132,9 @@ class AttentionConfig:
         Pipeline registers: ``full`` splits the units' logic for a fast clock (the ECP5 at
         100 MHz); ``compact`` merges stages for a slow clock (the iCE40 at 24 MHz): fewer
         flip-flops and cycles of latency, longer paths between registers. The units with a compact
-        form: the merge unit (:func:`leanattn.hdl.merge.merge_stages`) and the reciprocal
-        (:func:`leanattn.hdl.recip.recip_stages`).
+        form: the merge unit (:func:`leanattn.hdl.merge.merge_stages`), the reciprocal
+        (:func:`leanattn.hdl.recip.recip_stages`) and a core's two register slices
+        (:func:`leanattn.hdl.skid.register_slice`).
     """
 
     head_dim:          int

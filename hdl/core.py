@@ -34,7 +34,7 @@ from .pipeline import has_tag
 from .ports import kv_data_layout, kv_request_layout, query_write_layout, segment_layout
 from .pv import pv_latency, v_layout
 from .score import ScoreScale, qk_scale_layout
-from .skid import SkidBuffer
+from .skid import SkidBuffer, register_slice
 from .softmax import OnlineSoftmax
 from .tilebuf import TileBuffer
 
@@ -389,8 +389,10 @@ class AttentionCore(wiring.Component):
     Datapath: K response beats are joined with the head's query beat (:class:`KeyJoin`), summed
     per key (:class:`~.dot.DotProduct`), scaled to a base-2 logit (:class:`~.score.ScoreScale`)
     and fed with the V response beats to the :class:`~.softmax.OnlineSoftmax`, which emits each
-    segment's partial state. Two :class:`~.skid.SkidBuffer` slices (before and after the dot
-    product) keep every ``ready`` path inside one unit.
+    segment's partial state. Two register slices (before and after the dot product:
+    :func:`~.skid.register_slice`, :class:`~.skid.SkidBuffer` slices that keep every ``ready``
+    path inside one unit; :class:`~.skid.PipeRegister` with ``pipeline == "compact"``) have
+    one cycle of latency each.
 
     Parameters
     ----------
@@ -529,9 +531,11 @@ class AttentionCore(wiring.Component):
         m.submodules.vissue    = vissue    = RequestIssuer(cfg, queue=self.lead, outstanding=self.outstanding)
         m.submodules.join      = join      = KeyJoin(cfg)
         m.submodules.vgate     = vgate     = ValueGate(cfg)
-        m.submodules.beat_skid = beat_skid = SkidBuffer(shape=beat_layout(cfg, dot_tag_layout(cfg)))
+        m.submodules.beat_skid = beat_skid = register_slice(
+            cfg, shape=beat_layout(cfg, dot_tag_layout(cfg)))
         m.submodules.dot       = dot       = self._dot
-        m.submodules.qk_skid   = qk_skid   = SkidBuffer(shape=qk_scale_layout(cfg, logit_tag_layout(cfg)))
+        m.submodules.qk_skid   = qk_skid   = register_slice(
+            cfg, shape=qk_scale_layout(cfg, logit_tag_layout(cfg)))
         m.submodules.scale     = scale     = self._scale
         m.submodules.softmax   = softmax   = self._softmax
 

@@ -1,15 +1,31 @@
-"""A stream register slice: cuts every combinational path of a stream at full throughput.
+"""Stream register slices: a stream's ``valid`` and ``payload`` out of flip-flops, at full throughput.
 
 :class:`SkidBuffer` is the pipeline register for :mod:`amaranth.lib.stream`. A pipe that runs free
 (never looks at its output's ``ready``) ends in one of these, and so does any long path between two
 blocks: ``valid``, ``payload`` and ``ready`` all leave a flip-flop, on both sides.
+:class:`PipeRegister` is its one-entry form for a slow clock: half the flip-flops, with ``ready``
+passed back combinationally. :func:`register_slice` picks one by the configuration's
+``pipeline``.
 """
 
 from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer"]
+__all__ = ["SkidBuffer", "PipeRegister", "register_slice"]
+
+
+def _check_shape(shape):
+    try:
+        Shape.cast(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a shape-castable object, not {shape!r}") from None
+
+
+def register_slice(cfg, *, shape):
+    """The register slice of ``cfg.pipeline``: a :class:`SkidBuffer` (``full``) or a
+    :class:`PipeRegister` (``compact``); both have latency 1 and full throughput."""
+    return PipeRegister(shape=shape) if cfg.pipeline == "compact" else SkidBuffer(shape=shape)
 
 
 class SkidBuffer(wiring.Component):
@@ -42,10 +58,7 @@ class SkidBuffer(wiring.Component):
     latency = 1
 
     def __init__(self, *, shape):
-        try:
-            Shape.cast(shape)
-        except TypeError:
-            raise TypeError(f"shape must be a shape-castable object, not {shape!r}") from None
+        _check_shape(shape)
         self._shape = shape
         super().__init__({
             "i_data": In(stream.Signature(shape)),
@@ -100,4 +113,54 @@ class SkidBuffer(wiring.Component):
                 skid_payload.eq(self.i_data.payload),
             ]
 
+        return m
+
+
+class PipeRegister(wiring.Component):
+    """One-entry register slice for a stream of any shape.
+
+    ``o_data``'s ``valid`` and ``payload`` are registers, loaded whenever the register is empty or
+    its item leaves; ``i_data.ready`` is exactly that (``~o_data.valid | o_data.ready``), so the
+    input's ``ready`` follows the output's in the same cycle. Half the flip-flops of a
+    :class:`SkidBuffer`, for a ``ready`` path through the slice.
+
+    Parameters
+    ----------
+    shape : shape-like
+        Payload shape of both streams.
+
+    Members
+    -------
+    i_data : ``In(stream.Signature(shape))``
+        Input stream. ``ready`` is combinational from ``o_data.ready`` and ``o_data.valid``.
+    o_data : ``Out(stream.Signature(shape))``
+        Output stream. ``valid`` and ``payload`` are driven by flip-flops.
+
+    Latency: 1 cycle.
+    Throughput: 1 item per cycle, sustained; stalls only while ``o_data`` is not ready.
+    Numerics: none; the payload is passed through bit for bit.
+    """
+
+    #: Cycles from an input transfer to the earliest output transfer of the same item.
+    latency = 1
+
+    def __init__(self, *, shape):
+        _check_shape(shape)
+        self._shape = shape
+        super().__init__({
+            "i_data": In(stream.Signature(shape)),
+            "o_data": Out(stream.Signature(shape)),
+        })
+
+    @property
+    def shape(self):
+        """The payload shape, as given to the constructor."""
+        return self._shape
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i_data.ready.eq(~self.o_data.valid | self.o_data.ready)
+        with m.If(self.i_data.ready):
+            m.d.sync += [self.o_data.valid.eq(self.i_data.valid),
+                         self.o_data.payload.eq(self.i_data.payload)]
         return m

@@ -1,9 +1,9 @@
-"""cocotb bench of :class:`leanattn.hdl.skid.SkidBuffer` (run by ``tests/test_skid.py``).
+"""cocotb bench of the register slices of :mod:`leanattn.hdl.skid` (run by ``tests/test_skid.py``).
 
 tb_args (see :func:`leanattn.sim.cocotb_util.tb_args`):
 
 * ``items``: items sent per test;
-* ``latency``: the latency the bench must measure (``SkidBuffer.latency``).
+* ``latency``: the latency the bench must measure (the class's ``latency``).
 
 The payload width is read from the port. Every test crosses an input idle pattern with an output
 backpressure pattern (none / fixed / seeded random) and proves: nothing dropped, duplicated or

@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""SkidBuffer: amaranth.sim stream tests, constructor checks, cocotb on Icarus and Verilator, lint.
+"""SkidBuffer and PipeRegister: amaranth.sim stream tests, constructor checks, cocotb on Icarus
+and Verilator, lint.
 
 The cocotb part also proves the shared bench machinery (``leanattn.sim.cocotb_util`` and
 ``cocotb_stream``): that a failing bench fails the test, with its seed, and that the scoreboard names
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Value, signed
+from amaranth.hdl import Fragment, Value, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from leanattn.hdl.skid import SkidBuffer
+from leanattn.hdl.config import PRESETS
+from leanattn.hdl.skid import PipeRegister, SkidBuffer, register_slice
 from leanattn.sim.cocotb_stream import check_in_order
 from leanattn.sim.cocotb_util import (
     AMARANTH_LINT_WAIVERS,
@@ -68,13 +70,18 @@ def random_items(shape, count, rng):
 
 # --- amaranth.sim scenario ----------------------------------------------------------------------
 
-def simulate(shape, items, *, idle="none", backpressure="none", seed=0):
-    """Stream ``items`` through a SkidBuffer; return ([send cycle], [(payload, receive cycle)]).
+#: The register slices, each tested the same way.
+SLICES = {"skid": SkidBuffer, "pipe": PipeRegister}
+
+
+def simulate(shape, items, *, idle="none", backpressure="none", seed=0, cls=SkidBuffer):
+    """Stream ``items`` through a register slice (``cls``); return ([send cycle], [(payload,
+    receive cycle)]).
 
     Producer and consumer are separate testbenches, so backpressure is natural; both count the
     same clock edges from 0. The consumer also checks the stream rules on the output.
     """
-    dut = SkidBuffer(shape=shape)
+    dut = cls(shape=shape)
     rng = random.Random(seed)
     idle_at, stall_at = stalls(idle, rng), stalls(backpressure, random.Random(seed + 1))
     i_payload, o_payload = Value.cast(dut.i_data.payload), Value.cast(dut.o_data.payload)
@@ -124,37 +131,40 @@ def simulate(shape, items, *, idle="none", backpressure="none", seed=0):
     return sent, received
 
 
+@pytest.mark.parametrize("cls", SLICES.values(), ids=SLICES.keys())
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("idle", STALLS)
 @pytest.mark.parametrize("backpressure", STALLS)
-def test_stream(shape, idle, backpressure):
+def test_stream(shape, idle, backpressure, cls):
     seed = 1000 + STALLS.index(idle) * 10 + STALLS.index(backpressure)
     items = random_items(shape, 150, random.Random(seed))
-    sent, received = simulate(shape, items, idle=idle, backpressure=backpressure, seed=seed)
+    sent, received = simulate(shape, items, idle=idle, backpressure=backpressure, seed=seed, cls=cls)
 
     where = f"(seed {seed}, idle {idle}, backpressure {backpressure})"
     check_in_order(items, [payload for payload, _ in received], name=f"o_data {where}")
     delays = [out - into for into, (_, out) in zip(sent, received, strict=True)]
     if backpressure == "none":
-        assert set(delays) == {SkidBuffer.latency}, where
+        assert set(delays) == {cls.latency}, where
     else:
-        assert min(delays) >= SkidBuffer.latency, where
+        assert min(delays) >= cls.latency, where
 
 
+@pytest.mark.parametrize("cls", SLICES.values(), ids=SLICES.keys())
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_full_throughput(shape):
+def test_full_throughput(shape, cls):
     """No stalls: N items take N + latency cycles, one transfer every cycle on both sides."""
     items = random_items(shape, 64, random.Random(7))
-    sent, received = simulate(shape, items)
+    sent, received = simulate(shape, items, cls=cls)
     assert sent == list(range(1, len(items) + 1))
-    assert [cycle for _, cycle in received] == [c + SkidBuffer.latency for c in sent]
-    assert received[-1][1] - sent[0] + 1 == len(items) + SkidBuffer.latency
+    assert [cycle for _, cycle in received] == [c + cls.latency for c in sent]
+    assert received[-1][1] - sent[0] + 1 == len(items) + cls.latency
 
 
-def test_struct_fields_intact():
+@pytest.mark.parametrize("cls", SLICES.values(), ids=SLICES.keys())
+def test_struct_fields_intact(cls):
     items = [STRUCT.const({"tag": 5, "value": -256, "last": 1}).as_bits(),
              STRUCT.const({"tag": 0, "value": 255, "last": 0}).as_bits()]
-    _, received = simulate(STRUCT, items, backpressure="fixed")
+    _, received = simulate(STRUCT, items, backpressure="fixed", cls=cls)
     fields = [STRUCT.from_bits(payload) for payload, _ in received]
     assert [(f.tag, f.value, f.last) for f in fields] == [(5, -256, 1), (0, 255, 0)]
 
@@ -184,13 +194,50 @@ def test_registered_outputs():
     sim.run()
 
 
-def test_ports_and_contract():
-    dut = SkidBuffer(shape=STRUCT)
+def test_pipe_register_outputs():
+    """PipeRegister: o_data.valid/payload ignore i_data within a cycle (registers); i_data.ready
+    is ~o_data.valid | o_data.ready in every state."""
+    dut = PipeRegister(shape=8)
+    rng = random.Random(4)
+
+    async def testbench(ctx):
+        for _ in range(300):
+            ctx.set(dut.i_data.valid, rng.getrandbits(1))
+            ctx.set(dut.i_data.payload, rng.getrandbits(8))
+            ctx.set(dut.o_data.ready, rng.getrandbits(1))
+            before = (ctx.get(dut.o_data.valid), ctx.get(dut.o_data.payload))
+            for o_ready in (0, 1):
+                ctx.set(dut.o_data.ready, o_ready)
+                assert ctx.get(dut.i_data.ready) == (not ctx.get(dut.o_data.valid) or o_ready)
+            ctx.set(dut.i_data.valid, 1 - ctx.get(dut.i_data.valid))
+            ctx.set(dut.i_data.payload, ~ctx.get(dut.i_data.payload) & 0xFF)
+            assert (ctx.get(dut.o_data.valid), ctx.get(dut.o_data.payload)) == before
+            ctx.set(dut.o_data.ready, rng.getrandbits(1))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_register_slice_follows_the_pipeline():
+    full = register_slice(PRESETS["tiny"], shape=STRUCT)
+    compact = register_slice(PRESETS["tiny"].replace(pipeline="compact"), shape=8)
+    for dut in (full, compact):
+        Fragment.get(dut, None)          # elaborated, as a design would
+    assert type(full) is SkidBuffer and full.shape is STRUCT
+    assert type(compact) is PipeRegister and compact.shape == 8
+
+
+@pytest.mark.parametrize("cls", SLICES.values(), ids=SLICES.keys())
+def test_ports_and_contract(cls):
+    dut = cls(shape=STRUCT)
     assert dut.shape is STRUCT
     assert dut.signature.members["i_data"] == In(stream.Signature(STRUCT))
     assert dut.signature.members["o_data"] == Out(stream.Signature(STRUCT))
-    assert SkidBuffer.latency == 1
-    text = verilog.convert(SkidBuffer(shape=7), name="skid", emit_src=False)
+    assert cls.latency == 1
+    text = verilog.convert(cls(shape=7), name="skid", emit_src=False)
     for port in ("i_data__payload", "i_data__valid", "i_data__ready",
                  "o_data__payload", "o_data__valid", "o_data__ready", "clk", "rst"):
         assert re.search(rf"\b(input|output) (\[\d+:0\] )?{port};", text), port
@@ -199,14 +246,16 @@ def test_ports_and_contract():
 # --- constructor errors ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", ["foo", None, 1.5, -1])
-def test_shape_not_a_shape(shape):
+@pytest.mark.parametrize("cls", SLICES.values(), ids=SLICES.keys())
+def test_shape_not_a_shape(shape, cls):
     with pytest.raises(TypeError, match=re.escape(f"shape must be a shape-castable object, not {shape!r}")):
-        SkidBuffer(shape=shape)
+        cls(shape=shape)
 
 
-def test_keyword_only():
+@pytest.mark.parametrize("cls", SLICES.values(), ids=SLICES.keys())
+def test_keyword_only(cls):
     with pytest.raises(TypeError, match="positional argument"):
-        SkidBuffer(8)
+        cls(8)
 
 
 # --- the bench's scoreboard (leanattn.sim.cocotb_stream.check_in_order) -------------------------
@@ -256,12 +305,13 @@ def test_missing_simulator_fails_naming_the_install():
 
 # --- cocotb on the generated Verilog, both simulators ------------------------------------------
 
-@pytest.mark.parametrize("width", [1, 32])
+@pytest.mark.parametrize("cls, width", [(SkidBuffer, 1), (SkidBuffer, 32), (PipeRegister, 32)],
+                         ids=["skid-1", "skid-32", "pipe-32"])
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-def test_cocotb(request, simulator, width):
-    run = run_cocotb(lambda: SkidBuffer(shape=width), toplevel="skid", test_module="leanattn.sim.tb_skid",
+def test_cocotb(request, simulator, cls, width):
+    run = run_cocotb(lambda: cls(shape=width), toplevel="skid", test_module="leanattn.sim.tb_skid",
                      simulator=simulator, build_dir=build_dir(request), seed=20240 + width,
-                     tb_args={"items": 200, "latency": SkidBuffer.latency})
+                     tb_args={"items": 200, "latency": cls.latency})
     assert run.tests == len(STALLS) ** 2
     if simulator == "verilator":    # the build keeps its executable alone, not its C++ and objects
         assert sorted(path.name for path in run.sim_build.iterdir()) == [".complete", "build.log", "skid"]
@@ -277,11 +327,12 @@ def test_cocotb_failure_is_reported(request):
                    tb_args={"items": 20, "latency": 2})
 
 
+@pytest.mark.parametrize("cls", SLICES.values(), ids=SLICES.keys())
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_lint(request, shape):
+def test_lint(request, shape, cls):
     # Only the waivers every Amaranth design needs (reasons in AMARANTH_LINT_WAIVERS); none of the
-    # skid buffer's own.
+    # register slices' own.
     path = build_dir(request) / "skid.v"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(verilog.convert(SkidBuffer(shape=shape), name="skid", emit_src=False))
+    path.write_text(verilog.convert(cls(shape=shape), name="skid", emit_src=False))
     assert verilator_lint(path, waivers=AMARANTH_LINT_WAIVERS) == []
