@@ -19,10 +19,10 @@ __all__ = ["Merge", "merge_stages"]
 
 def merge_stages(cfg):
     """The merge unit's registered stages at ``cfg``, in order (one register each): all five
-    with ``pipeline == "full"``; ``take`` and ``add`` with ``compact`` (``align``, ``coarse``
-    and ``fine`` are then logic between them)."""
+    with ``pipeline == "full"``; only ``add`` with ``compact`` (the other four are then its
+    logic, from the inputs on)."""
     if cfg.pipeline == "compact":
-        return ("take", "add")
+        return ("add",)
     return ("take", "align", "coarse", "fine", "add")
 
 
@@ -34,8 +34,8 @@ class Merge(wiring.Component):
     empty: ``i_b``'s beat); otherwise both are aligned to the larger max and added. ``head`` is
     ``i_a``'s when ``i_a`` is valid, else ``i_b``'s; ``last`` is ``i_a``'s.
 
-    Pipeline, one register per stage (with ``cfg.pipeline == "compact"``, only ``take`` and
-    ``add`` are registers: :func:`merge_stages`). Only one side ever shifts: the side with the larger max
+    Pipeline, one register per stage (with ``cfg.pipeline == "compact"``, only ``add``'s:
+    :func:`merge_stages`). Only one side ever shifts: the side with the larger max
     (``hi``; ``i_a`` on equal maxima) has shift 0, which is ``x`` itself, so it passes unchanged
     and only the other side (``lo``) goes through the barrel shifter, one per field. An empty side
     is always ``lo``, shifted by :attr:`zero_shift`, which drops it exactly (both empty: ``hi`` is
@@ -74,7 +74,7 @@ class Merge(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         The merged partial; ``valid`` and ``payload`` are registers.
 
-    Latency: 5 cycles, 2 compact (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
+    Latency: 5 cycles, 1 compact (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
     that is not taken: every stage advances when ``~o_partial.valid | o_partial.ready``.
     Throughput: 1 beat per cycle, sustained, while both inputs are valid and the output is ready.
     Numerics: ``round_shift`` (nearest, ties toward +inf) of each side by its distance to the

@@ -82,7 +82,7 @@ class TreeNode(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         Merged and passed packets; ``valid`` and ``payload`` are registers.
 
-    Latency: :attr:`latency` (6; 3 with ``pipeline == "compact"``) cycles from a beat's input
+    Latency: :attr:`latency` (6; 2 with ``pipeline == "compact"``) cycles from a beat's input
     transfer to its output transfer, when nothing stalls.
     Throughput: one beat per cycle, merged or passed; a crossing packet waits (without blocking
     the other input) until its partner arrives. The merge pipe freezes while the skid buffer is
@@ -112,7 +112,7 @@ class TreeNode(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input beat to its output beat, without stalls: the merge pipe's
-        (:func:`~leanattn.hdl.merge.merge_stages`: 5, or 2 with ``pipeline == "compact"``) and
+        (:func:`~leanattn.hdl.merge.merge_stages`: 5, or 1 with ``pipeline == "compact"``) and
         the skid buffer's 1."""
         return len(merge_stages(self._cfg)) + SkidBuffer.latency
 
@@ -211,7 +211,7 @@ class ReductionTree(wiring.Component):
         The final state of every cut head, once; ``valid`` and ``payload`` are registers.
 
     Latency: :attr:`latency` cycles (``tree_levels`` times :attr:`TreeNode.latency`: 6 per
-    level, 3 compact) from a leaf beat's transfer to the transfer of the output beat it becomes,
+    level, 2 compact) from a leaf beat's transfer to the transfer of the output beat it becomes,
     when nothing stalls and the beat's partner at every merging node arrives at the same edge
     (tiny: 6, default: 12, wide: 18). A partner arriving later delays the merged beat by as much.
     Throughput: one beat per cycle out of the root; every node moves one beat per cycle. No

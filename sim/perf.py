@@ -227,7 +227,7 @@ def timing(cfg, latency=2):
         outstanding=4, k_queue=2,                               # AttentionCore.outstanding, k_queue
         norm_cycles=cfg.norm_cycles,
         norm_latency=recip + norm,                              # Normalizer.latency
-        merge_latency=2 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
+        merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
     )
 
 

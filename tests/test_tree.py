@@ -365,14 +365,14 @@ def test_amaranth_many_cores(name):
 @pytest.mark.parametrize("name", config_params(list(CONFIGS), fast=("tiny", "default", "odd", "cores8")))
 def test_lone_merge_latency(name):
     """One head on cores 0 and 1 and nothing else: merged at node (1, 0), passed by every level
-    above; each output beat leaves ``ReductionTree.latency`` (6 per level, 3 compact) cycles after its leaf
+    above; each output beat leaves ``ReductionTree.latency`` (6 per level, 2 compact) cycles after its leaf
     beats, one beat per cycle."""
     cfg = CONFIGS[name]
     jobs = [TreeJob(cfg, [2], np.random.default_rng(3))]
     assert jobs[0].spans == {0: (0, 1)}
     inputs, outputs, canonical = vectors(cfg, jobs)
     dut = JobFixture(cfg)
-    latency = (3 if cfg.pipeline == "compact" else 6) * cfg.tree_levels
+    latency = (2 if cfg.pipeline == "compact" else 6) * cfg.tree_levels
     assert ReductionTree(cfg).latency == latency
     sent, received = simulate(dut, inputs, outputs, canonical=canonical,
                               latency={"o_partial": ("i_leaf_0", latency, None)})
@@ -456,7 +456,7 @@ def test_ports_and_contract(name):
         assert members[f"i_leaf_{c}"] == In(stream.Signature(layout))
     assert members["o_partial"] == Out(stream.Signature(layout))
     assert dut.leaves == [getattr(dut, f"i_leaf_{c}") for c in range(cfg.cores)]
-    node_latency = 3 if cfg.pipeline == "compact" else 6
+    node_latency = 2 if cfg.pipeline == "compact" else 6
     assert TreeNode(cfg).latency == Merge(cfg).latency + SkidBuffer.latency == node_latency
     assert dut.latency == node_latency * cfg.tree_levels
     node = TreeNode(cfg)
