@@ -39,7 +39,11 @@ def exp2_output_layout(cfg, tag_shape=0):
 
 
 def exp2_stages(cfg):
-    """Names of the exp2 unit's pipeline stages at ``cfg``, in order (one register each)."""
+    """Names of the exp2 unit's pipeline stages at ``cfg``, in order (one register each). With
+    ``pipeline == "compact"`` the ``shift`` stage takes the table's output as it is read
+    (interpolated in its logic, with interpolation)."""
+    if cfg.pipeline == "compact":
+        return ("read", "shift")
     if cfg.exp_interp_bits:
         return ("read", "table", "slope", "interp", "shift")
     return ("read", "table", "shift")
@@ -141,6 +145,9 @@ class Exp2(wiring.Component):
         read_floor = Signal(signed(len(t) - frac))                 # floor(t) <= 0
         with m.If(advance):
             m.d.sync += read_floor.eq(t >> frac)
+        if cfg.pipeline == "compact":
+            self._compact(m, advance, t, read_ports, read_floor)
+            return m
 
         # --- table: the ROM's output registered; the shift -floor(t), clamped --------------------
         neg_floor   = -read_floor
@@ -180,6 +187,19 @@ class Exp2(wiring.Component):
 
         return m
 
-
-
+    def _compact(self, m, advance, t, read_ports, read_floor):
+        """``pipeline == "compact"``: the ``shift`` stage from the table's output as read: the
+        interpolation (if any), the clamped shift and the rounding shift, into ``o_w``."""
+        cfg, interp = self._cfg, self._cfg.exp_interp_bits
+        neg_floor = -read_floor
+        shift_max = Const(cfg.exp_shift_max, neg_floor.shape())
+        y = read_ports[0].data
+        if interp:
+            read_rem = Signal(interp)                               # fraction bits below the index
+            with m.If(advance):
+                m.d.sync += read_rem.eq(t[:interp])
+            y = add_rounded(y, (read_ports[1].data - y) * read_rem, interp)[:cfg.weight_bits]
+        shift = Mux(neg_floor > shift_max, shift_max, neg_floor)[:len(Const(cfg.exp_shift_max))]
+        with m.If(advance):
+            m.d.sync += self.o_w.payload.w.eq(round_shift(y, shift))
 

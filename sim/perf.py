@@ -203,7 +203,7 @@ def timing(cfg, latency=2):
     dot = 1 + (ceil_log2(cfg.lanes) + 2) // 2                  # DotProduct.latency
     skid = 1                                                    # SkidBuffer.latency
     logit = 1 + skid + dot + skid + scale                       # AttentionCore.logit_latency
-    exp2 = 5 if cfg.exp_interp_bits else 3                      # len(exp2_stages(cfg))
+    exp2 = 2 if cfg.pipeline == "compact" else 5 if cfg.exp_interp_bits else 3   # len(exp2_stages)
     if cfg.pipeline == "compact":                               # len(recip_stages(cfg))
         recip = 2 if cfg.recip_interp_bits else 1
     else:

@@ -34,7 +34,9 @@ from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, verilator_lint
 from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 
-CONFIGS = list(TEST_CONFIGS)
+#: The test configurations and tiny's compact pipeline (odd is compact with interpolation).
+EXP2_CONFIGS = {**TEST_CONFIGS, "tiny_compact": TEST_CONFIGS["tiny"].replace(pipeline="compact")}
+CONFIGS = list(EXP2_CONFIGS)
 PATTERNS = [("none", "none"), ("random", "random"), ("fixed", "none"), ("none", "fixed")]
 TAG = StructLayout({"key": 7, "last": 1})     # a tag with structure, as the softmax core carries
 
@@ -61,7 +63,7 @@ def exhaustive(cfg):
 @functools.lru_cache(maxsize=8)
 def arguments(name, seed=2024):
     """Every argument of the vectors (int64), shuffled, the extremes first."""
-    cfg = TEST_CONFIGS[name]
+    cfg = EXP2_CONFIGS[name]
     one = 1 << cfg.logit_frac_bits
     lo = -cfg.exp_shift_max * one                  # from here on down every weight is 0
     rng = np.random.default_rng(seed)
@@ -80,7 +82,7 @@ def arguments(name, seed=2024):
 def vectors(name, count=None, tag_shape=0, seed=2024):
     """``(inputs, outputs)`` for the benches: the first ``count`` arguments (all by default),
     with random tags when ``tag_shape`` has bits."""
-    cfg = TEST_CONFIGS[name]
+    cfg = EXP2_CONFIGS[name]
     t = arguments(name)[:count]
     w = golden.exp2(cfg, t)
     columns_in, columns_out = {"t": t}, {"w": w}
@@ -97,7 +99,7 @@ def latency_of(dut):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_vectors_cover_the_domain(name):
-    cfg = TEST_CONFIGS[name]
+    cfg = EXP2_CONFIGS[name]
     t = arguments(name)
     one = 1 << cfg.logit_frac_bits
     lo = -cfg.exp_shift_max * one
@@ -122,7 +124,7 @@ def test_vectors_cover_the_domain(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_table_as_held(name):
     """The ROM of the elaborated design (and of its Verilog) holds golden's exp2 table."""
-    cfg = TEST_CONFIGS[name]
+    cfg = EXP2_CONFIGS[name]
     expected = golden.tables(cfg)[0].tolist()
     dut = Exp2(cfg)
     module = dut.elaborate(platform=None)
@@ -144,7 +146,7 @@ def test_table_as_held(name):
 @pytest.mark.parametrize(("idle", "backpressure"), PATTERNS)
 def test_amaranth(name, idle, backpressure):
     inputs, outputs = vectors(name, count=600)
-    dut = Exp2(TEST_CONFIGS[name])
+    dut = Exp2(EXP2_CONFIGS[name])
     simulate(dut, inputs, outputs, idle=idle, backpressure=backpressure,
              seed=100 + PATTERNS.index((idle, backpressure)), latency=latency_of(dut))
 
@@ -153,7 +155,7 @@ def test_amaranth(name, idle, backpressure):
 def test_full_throughput(name):
     """No stalls: one argument per cycle in, one weight per cycle out, latency cycles later."""
     inputs, outputs = vectors(name, count=300)
-    dut = Exp2(TEST_CONFIGS[name])
+    dut = Exp2(EXP2_CONFIGS[name])
     sent, received = simulate(dut, inputs, outputs, latency=latency_of(dut))
     assert sent["i_t"] == list(range(1, 301))
     assert [cycle for _, cycle in received["o_w"]] == [c + dut.latency for c in sent["i_t"]]
@@ -162,7 +164,7 @@ def test_full_throughput(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_tag_travels(name):
     inputs, outputs = vectors(name, count=400, tag_shape=TAG)
-    dut = Exp2(TEST_CONFIGS[name], tag_shape=TAG)
+    dut = Exp2(EXP2_CONFIGS[name], tag_shape=TAG)
     simulate(dut, inputs, outputs, idle="random", backpressure="random", seed=7,
              latency=latency_of(dut))
     simulate(dut, inputs, outputs, latency=latency_of(dut))
@@ -181,7 +183,7 @@ def test_wrong_reference_fails():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_amaranth_all_vectors(name):
     inputs, outputs = vectors(name)
-    simulate(Exp2(TEST_CONFIGS[name]), inputs, outputs, idle="random", backpressure="random",
+    simulate(Exp2(EXP2_CONFIGS[name]), inputs, outputs, idle="random", backpressure="random",
              seed=500)
 
 
@@ -189,7 +191,7 @@ def test_amaranth_all_vectors(name):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_ports_and_contract(name):
-    cfg = TEST_CONFIGS[name]
+    cfg = EXP2_CONFIGS[name]
     dut = Exp2(cfg, tag_shape=TAG)
     assert dut.cfg is cfg and dut.tag_shape is TAG
     assert dut.signature.members["i_t"] == In(stream.Signature(exp2_input_layout(cfg, TAG)))
@@ -200,9 +202,12 @@ def test_ports_and_contract(name):
     assert list(dict(exp2_input_layout(cfg)).keys()) == ["t"]
     assert list(dict(exp2_output_layout(cfg)).keys()) == ["w"]
     interp = cfg.exp_interp_bits > 0
-    assert dut.stages == (("read", "table", "slope", "interp", "shift") if interp
-                          else ("read", "table", "shift"))
-    assert dut.latency == len(dut.stages) == (5 if interp else 3)
+    if cfg.pipeline == "compact":
+        assert dut.stages == ("read", "shift")
+    else:
+        assert dut.stages == (("read", "table", "slope", "interp", "shift") if interp
+                              else ("read", "table", "shift"))
+    assert dut.latency == len(dut.stages) == (2 if cfg.pipeline == "compact" else 5 if interp else 3)
     assert dut.table == exp2_table(index_bits=cfg.exp_index_bits, frac_bits=cfg.exp_frac_bits,
                                    interp=interp)
 
@@ -230,7 +235,7 @@ def test_tag_shape_keyword_only():
 def test_lint(request, name, tag_shape):
     path = bench_dir(request) / "exp2.v"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(verilog.convert(Exp2(TEST_CONFIGS[name], tag_shape=tag_shape), name="exp2",
+    path.write_text(verilog.convert(Exp2(EXP2_CONFIGS[name], tag_shape=tag_shape), name="exp2",
                                     emit_src=False))
     assert verilator_lint(path, waivers=AMARANTH_LINT_WAIVERS) == []
 
@@ -254,7 +259,7 @@ def test_cocotb_full(request, simulator, name):
     """Every vector under random stalls on both sides; the latency checked on a no-stall pass over
     the first few hundred."""
     inputs, outputs = vectors(name)
-    dut = Exp2(TEST_CONFIGS[name])
+    dut = Exp2(EXP2_CONFIGS[name])
     where = bench_dir(request)
     head = 300
     run_cocotb_bench(dut, toplevel="exp2", simulator=simulator, build_dir=where,
