@@ -133,8 +133,9 @@ class AttentionConfig:
         100 MHz); ``compact`` merges stages for a slow clock (the iCE40 at 24 MHz): fewer
         flip-flops and cycles of latency, longer paths between registers. The units with a compact
         form: the merge unit (:func:`leanattn.hdl.merge.merge_stages`), the reciprocal
-        (:func:`leanattn.hdl.recip.recip_stages`), exp2 (:func:`leanattn.hdl.exp2.exp2_stages`)
-        and a core's two register slices (:func:`leanattn.hdl.skid.register_slice`).
+        (:func:`leanattn.hdl.recip.recip_stages`), exp2 (:func:`leanattn.hdl.exp2.exp2_stages`),
+        the score scaling (:attr:`leanattn.hdl.score.ScoreScale.latency`) and a core's two
+        register slices (:func:`leanattn.hdl.skid.register_slice`).
     """
 
     head_dim:          int

@@ -99,7 +99,9 @@ class ScoreScale(wiring.Component):
         offered back to back (1: one per cycle).
     latency : int
         Cycles from an input transfer to its output transfer: 5 with ``interval == 1``, else
-        ``5 + interval`` (the ``load`` register and ``interval - 1`` more cycles in ``mul``).
+        ``5 + interval`` (the ``load`` register and ``interval - 1`` more cycles in ``mul``); 3
+        and ``3 + interval`` with ``pipeline == "compact"`` (no ``shf`` and ``rnd`` registers:
+        their logic feeds the output register).
 
     Latency: :attr:`latency` cycles, without stalls.
     Throughput: one result per :attr:`interval` cycles, sustained (inputs offered back to back are
@@ -145,12 +147,16 @@ class ScoreScale(wiring.Component):
         """Cycles from an input transfer to its output transfer (no stalls): the ``mul``, ``sum``,
         ``shf`` and ``rnd`` registers and the output register; with a serial multiplier also the
         ``load`` register and ``interval - 1`` more cycles of ``mul``."""
-        return 5 if self.interval == 1 else 5 + self.interval
+        stages = 3 if self._cfg.pipeline == "compact" else 5
+        return stages if self.interval == 1 else stages + self.interval
 
     @staticmethod
-    def _stage(m, advance, name, valid, **fields):
+    def _stage(m, advance, name, valid, registered=True, **fields):
         """The registers of one pipeline stage, loaded when the pipe advances: ``<name>_valid``
-        (reset) and ``<name>_<field>`` for each ``field=(value, shape)`` (data: no reset)."""
+        (reset) and ``<name>_<field>`` for each ``field=(value, shape)`` (data: no reset). Not
+        ``registered`` (a stage the compact pipeline leaves out): the values themselves."""
+        if not registered:
+            return {"valid": valid, **{field: value for field, (value, _) in fields.items()}}
         regs = {"valid": Signal(name=f"{name}_valid")}
         regs.update({field: Signal(shape, name=f"{name}_{field}", reset_less=True)
                      for field, (_, shape) in fields.items()})
@@ -212,13 +218,15 @@ class ScoreScale(wiring.Component):
                              fine=(mul["fine"], mul["fine"].shape()), tag=(mul["tag"], tag_shape))
 
         # --- shf: the coarse floor shift by whole multiples of 2**FINE_SHIFT_BITS ------------------
+        # (With the compact pipeline shf and rnd are the out stage's logic.)
+        full = cfg.pipeline == "full"
         coarse = Cat(C(0, FINE_SHIFT_BITS), summed["coarse"])
-        shf = self._stage(m, advance, "shf", summed["valid"], x=(prod >> coarse, prod_shape),
+        shf = self._stage(m, advance, "shf", summed["valid"], full, x=(prod >> coarse, prod_shape),
                           fine=(summed["fine"], summed["fine"].shape()), tag=(summed["tag"], tag_shape))
 
         # --- rnd: round to nearest (ties up) by the rest of the shift ------------------------------
         # |round_shift(x, n)| never exceeds the range of x, so the operand's width holds it.
-        rnd = self._stage(m, advance, "rnd", shf["valid"],
+        rnd = self._stage(m, advance, "rnd", shf["valid"], full,
                           s=(round_shift(shf["x"], shf["fine"]), prod_shape), tag=(shf["tag"], tag_shape))
 
         # --- out: saturate to the logit range ---------------------------------------------------------

@@ -199,7 +199,8 @@ def timing(cfg, latency=2):
     bpk = cfg.beats_per_key
     # ScoreScale: 5 stages, plus the load stage and interval - 1 cycles with shared multipliers.
     interval = _phases((-cfg.qk_max, cfg.qk_max), (0, (1 << cfg.scale_bits) - 1), cfg.dsp_bits, bpk)
-    scale = 5 if interval == 1 else 5 + interval
+    stages = 3 if cfg.pipeline == "compact" else 5
+    scale = stages if interval == 1 else stages + interval
     dot = 1 + (ceil_log2(cfg.lanes) + 2) // 2                  # DotProduct.latency
     skid = 1                                                    # SkidBuffer.latency
     logit = 1 + skid + dot + skid + scale                       # AttentionCore.logit_latency

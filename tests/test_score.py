@@ -332,7 +332,8 @@ def test_multiplier_slices(case):
     assert (len(dut.products.slices), dut.multipliers, dut.interval) == (slices, multipliers, interval)
     assert dut.multipliers == -(-slices // cfg.beats_per_key)
     assert dut.interval == -(-slices // dut.multipliers) <= cfg.beats_per_key
-    assert dut.latency == (5 if interval == 1 else 5 + interval)
+    stages = 3 if cfg.pipeline == "compact" else 5
+    assert dut.latency == (stages if interval == 1 else stages + interval)
     for s in dut.products.slices:                   # every partial product fits one multiplier
         assert s.x_width <= cfg.dsp_bits and s.y_width <= cfg.dsp_bits
     for column in zip(*dut.products.table):         # a multiplier that also takes the signed top
@@ -414,13 +415,14 @@ def test_ready_low_while_busy(name):
 
 
 def test_latency_property():
-    """mul, sum, shf, rnd and the output register; with a serial multiplier also load and the
-    further cycles of mul. Every test configuration gets one 18- or 16-bit multiplier taking q.k's
-    two slices over two cycles; a wrong latency fails the bench."""
+    """mul, sum, shf, rnd and the output register (compact: no shf and rnd); with a serial
+    multiplier also load and the further cycles of mul. Every test configuration gets one 18- or
+    16-bit multiplier taking q.k's two slices over two cycles; a wrong latency fails the bench."""
     assert {name: (len(dut.products.slices), dut.multipliers, dut.interval, dut.latency)
             for name, dut in ((name, ScoreScale(cfg)) for name, cfg in TEST_CONFIGS.items())} == \
-        dict.fromkeys(CONFIGS, (2, 1, 2, 7))
+        {name: (2, 1, 2, 5 if name == "odd" else 7) for name in CONFIGS}     # odd: compact
     assert ScoreScale(PARALLEL).latency == 5
+    assert ScoreScale(PARALLEL.replace(pipeline="compact")).latency == 3
     cfg = TEST_CONFIGS["default"]
     dut = ScoreScale(cfg, tag_shape=TAG_BITS)
     inputs, outputs = streams(cfg, *random_vectors(cfg, 4, seed=3), seed=3)
