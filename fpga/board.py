@@ -89,6 +89,13 @@ class BoardTop(wiring.Component):
         to a core took 14 of a 18.6 ns critical path). Default: with block RAM, not with SPRAM
         (the UP5K's logic cells are scarce). Each response arrives a cycle later: the cycle model's
         memory ``latency`` is 1 with them.
+    partial_slices : bool, optional
+        The accelerator with a register slice behind every core's partial
+        (``LeanAttention(partial_slices=True)``), so that a core's partial register no longer waits
+        on the cut test and the arbiter's grant in the same cycle (on the ECP5 the critical path of
+        the two-core top after the KV slices). Default: as ``kv_slices``, with block RAM, not with
+        SPRAM. Each partial beat reaches the tree or the arbiter a cycle later: the cycle model's
+        ``partial_slices=True``.
 
     Members
     -------
@@ -102,7 +109,7 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, cfg, *, divisor=None, bank_keys=None, baud=DEFAULT_BAUD, frequency=None, memory=None,
-                 timeout_bytes=TIMEOUT_BYTES, kv_slices=None):
+                 timeout_bytes=TIMEOUT_BYTES, kv_slices=None, partial_slices=None):
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         if divisor is not None:
@@ -122,9 +129,10 @@ class BoardTop(wiring.Component):
             raise ValueError(f"frequency must be a positive number of Hz, not {frequency!r}")
         if memory is not None and memory not in MEMORIES:
             raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
-        if kv_slices is not None and not isinstance(kv_slices, bool):
-            raise TypeError(f"kv_slices must be a bool or None, not {kv_slices!r}")
-        self._kv_slices = kv_slices
+        for name, value in (("kv_slices", kv_slices), ("partial_slices", partial_slices)):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool or None, not {value!r}")
+        self._kv_slices, self._partial_slices = kv_slices, partial_slices
         self._cfg = cfg
         self._divisor, self._bank_keys, self._baud = divisor, bank_keys, baud
         self._frequency, self._memory, self._timeout_bytes = frequency, memory, timeout_bytes
@@ -142,9 +150,18 @@ class BoardTop(wiring.Component):
 
     def kv_slices_for(self, platform):
         """Whether this top puts a register slice on the K and V responses with ``platform``."""
-        if self._kv_slices is not None:
-            return self._kv_slices
-        return self.memory_for(platform) == "bram"
+        return self._slices_for(self._kv_slices, platform)
+
+    def partial_slices_for(self, platform):
+        """Whether this top's accelerator has a register slice behind every core's partial with
+        ``platform``."""
+        return self._slices_for(self._partial_slices, platform)
+
+    def _slices_for(self, choice, platform):
+        """A register slice option: as given, else on with block RAM (the ECP5 boards, where it
+        cuts a long path) and off with SPRAM (the iCE40UP5K, where every flip-flop costs one of
+        its scarce logic cells)."""
+        return self.memory_for(platform) == "bram" if choice is None else choice
 
     def bank_keys_for(self, platform):
         """Keys per bank with ``platform``."""
@@ -175,7 +192,7 @@ class BoardTop(wiring.Component):
         # --- the accelerator and its memory; a RESET command resets both (the words stay) --------
         host = HostInterface(cfg, bank_keys=self.bank_keys_for(platform), divisor=divisor,
                              timeout=self._timeout_bytes * FRAME_BITS * divisor)
-        top = LeanAttention(cfg)
+        top = LeanAttention(cfg, partial_slices=self.partial_slices_for(platform))
         mem = self._memory_banks(platform)
         # The pulse through a register: it reaches every register of both, and straight from the
         # parser's state it was the ECP5's critical path (the UART's next byte is far off).

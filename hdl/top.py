@@ -52,6 +52,17 @@ class LeanAttention(wiring.Component):
     Parameters
     ----------
     cfg : AttentionConfig
+    partial_slices : bool
+        A register slice (:class:`~leanattn.hdl.skid.SkidBuffer`, ``partial_slice_<c>``) behind
+        every core's ``o_partial``, before the test that sends a partial to the tree or on to the
+        arbiter: a core's partial register then sees only the slice's registered ``ready``, not the
+        arbiter's grant and the cut test across the die (on the ECP5 the critical path of the
+        two-core top). Each partial beat reaches the routing one cycle later, at full throughput;
+        outputs are bit for bit the same. ``o_cycles`` moves by a few cycles (one for a lone head;
+        a core whose partial waits hands the slice two beats before it stalls, so some jobs end
+        sooner): :func:`leanattn.sim.perf.predict` with ``partial_slices=True`` counts them
+        exactly. Default off: every slice costs twice a partial's width in flip-flops, and the
+        iCE40 has no logic cells to spare.
 
     Members
     -------
@@ -112,12 +123,15 @@ class LeanAttention(wiring.Component):
         ideal = sum(int(n) for n in lengths) * cfg.beats_per_key / cfg.cores
         return 1.05 * ideal + a + b * -(-len(lengths) // cfg.cores)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, *, partial_slices=False):
         check_unit_args(cfg, 0)
         if cfg.schedule not in RTL_SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(RTL_SCHEDULES)} for the hardware "
                              f"(the golden and cycle models also know the others), not {cfg.schedule!r}")
+        if not isinstance(partial_slices, bool):
+            raise TypeError(f"partial_slices must be a bool, not {partial_slices!r}")
         self._cfg = cfg
+        self._partial_slices = partial_slices
         members = {
             "i_desc":  In(stream.Signature(descriptor_layout(cfg))),
             "i_query": In(stream.Signature(query_layout(cfg))),
@@ -135,6 +149,11 @@ class LeanAttention(wiring.Component):
             "o_cycles": Out(cycle_bits(cfg)),
         })
         super().__init__(members)
+
+    @property
+    def partial_slices(self):
+        """Whether every core's partial leaves through a register slice (see the parameter)."""
+        return self._partial_slices
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -180,20 +199,32 @@ class LeanAttention(wiring.Component):
         self._control(m, loader, sched)
         return m
 
+    def _partials(self, m, cores):
+        """Each core's stream of partials: its ``o_partial``, or with ``partial_slices`` the output
+        of a register slice behind it."""
+        parts = [core.o_partial for core in cores]
+        if not self._partial_slices:
+            return parts
+        for c, part in enumerate(parts):
+            m.submodules[f"partial_slice_{c}"] = skid = SkidBuffer(shape=partial_layout(self._cfg))
+            wiring.connect(m, part, skid.i_data)
+            parts[c] = skid.o_data
+        return parts
+
     def _route(self, m, sched, cores):
         """Each core's partials to the tree (cut heads) or straight on (whole heads); returns the
         streams of final states: one per core, then the tree's root."""
         cfg = self._cfg
+        parts = self._partials(m, cores)
         if cfg.cores == 1:
-            return [cores[0].o_partial]
+            return parts
         m.submodules.tree = tree = ReductionTree(cfg)
         if cfg.schedule != "flashdecoding":
             m.d.comb += tree.i_cross.eq(sched.o_cross)
         elif cfg.head_chunks > 1:
             m.d.comb += tree.i_split.eq(sched.o_split)
         finals = []
-        for c, core in enumerate(cores):
-            part = core.o_partial
+        for c, part in enumerate(parts):
             cut = Signal(name=f"cut_{c}")
             m.d.comb += cut.eq(self._is_cut(sched, c, part.payload.head))
             # A core's first partial may be cut: it waits in the tree until the core on its left

@@ -6,7 +6,10 @@ configuration's ``max_heads`` and ``max_context`` -- for a memory that answers e
 ``latency``) and nothing that stalls. It equals ``LeanAttention.o_cycles`` exactly, cycle for
 cycle, on every job ``tests/test_perf.py`` runs on the RTL: one Verilator run of the system bench
 per case, ``tiny`` at latency 2 (fast tier) and 7, ``default`` at latency 5, plus cycle counts
-measured at ``default`` latency 2 and ``tiny`` latency 30.
+measured at ``default`` latency 2 and ``tiny`` latency 30. With ``partial_slices=True`` it is the
+count of ``LeanAttention(cfg, partial_slices=True)`` (a register slice behind every core's
+partial), compared the same way at ``tiny`` latency 2 (fast tier; also on one core),
+``default`` latency 3 and ``default`` under ``flashdecoding`` at latency 5.
 
 The model
 ---------
@@ -39,6 +42,10 @@ Cycles count from the job's first input transfer (cycle 0) to its last output be
    later) -- register for register, with their ready rules. Whether a core's partial is taken at
    once or waits for the arbiter, for a full leaf buffer or for the tree decides when that core's
    next segment may start, so the cores and the downstream are advanced together in time order.
+   With ``partial_slices`` a register slice stands between every core's partial register and the
+   routing: it takes a beat whenever its skid register is empty, so every partial beat reaches the
+   leaf buffer or the arbiter a cycle later, and a core whose partial waits has it taken up to two
+   beats sooner (the slice holds two).
 
 The partition is an input: :func:`predict` takes the segment list of every core from the
 configuration's schedule (:func:`leanattn.sim.partition.schedule_shares`: ``lean``, ``fa2`` or
@@ -55,9 +62,11 @@ Exact cycle formulas for regular jobs
 Notation: ``H`` heads of ``n`` keys each on ``C`` cores; ``B = head_dim // lanes`` (beats per key),
 ``T = tile``, ``R = norm_cycles``, ``lev = tree_levels``, ``M = 2 + latency`` (request to first
 beat), ``Lq = logit_latency``, ``W = weight_latency``, ``P = 3`` (last value beat to the first
-partial beat), ``NL = norm_latency`` -- all in :func:`timing`. Per preset: ``tiny`` B 32, T 16,
-C 2, R 4, Lq 12, W 5, NL 13, lev 1; ``default`` B 8, T 32, C 4, R 1, Lq 13, W 5, NL 12, lev 2;
-``wide`` B 8, T 64, C 8, R 1, Lq 14, W 7, NL 12, lev 3. Every formula starts with the cycle at
+partial beat), ``NL = norm_latency``, ``X = partial_slice`` (1 with ``partial_slices``, else 0),
+``G = merge_latency + 1`` (a tree node: 6, or 2 with the compact pipeline) -- all in
+:func:`timing`. Per preset: ``tiny`` B 32, T 16, C 2, R 4, Lq 12, W 5, NL 13, lev 1;
+``default`` B 8, T 32, C 4, R 1, Lq 13, W 5, NL 12, lev 2; ``wide`` B 8, T 64, C 8, R 1, Lq 14,
+W 7, NL 12, lev 3. Every formula starts with the cycle at
 which a core whose first segment has ``k`` keys takes that segment's last value beat::
 
     E(k) = H * (B + 1) + 6 + M + Lq + W + (min(T, k) + k) * B
@@ -70,17 +79,18 @@ its QK pass is what a core pays once per segment start).
 core holds one segment of ``n0 = n * H / C`` keys and every partial is merged in the tree
 (:func:`split_heads_cycles`; ``H = 1`` is one head over all cores)::
 
-    cycles = E(n0) + P + 2 + 6 * lev + 3 + R * (B - 1) + NL + (H - 1) * R * B
+    cycles = E(n0) + P + X + 2 + G * lev + 3 + R * (B - 1) + NL + (H - 1) * R * B
 
-(leaf buffer 2, tree 6 per level, arbiter, scale lookup and skid 3, then the normalizer: ``B``
-beats of each head, ``R`` cycles apart). For one head of any ``n >= C`` the same holds with
+(the partial slice, leaf buffer 2, tree G per level, arbiter, scale lookup and skid 3, then the
+normalizer: ``B`` beats of each head, ``R`` cycles apart). For one head of any ``n >= C`` the same holds with
 ``n0 = ceil(n / C)``.
 
 *Whole heads* -- ``H = m * C`` (:func:`whole_heads_cycles`): every core holds ``m`` whole heads,
-nothing is merged. With ``S = (n + 1) * B + 3 + (B - 5) * (R - 1)`` (the cycles from one segment's
-end to the next on a core whose partial finds the normalizer idle; needs ``B >= 5`` if ``R > 1``)::
+nothing is merged. With ``S = (n + 1) * B + 3 + (B - 5 - 2 * X) * (R - 1)`` (the cycles from one
+segment's end to the next on a core whose partial finds the normalizer idle; the partial slice's
+two registers let a core go on two beats sooner; needs ``B >= 5 + 2 * X`` if ``R > 1``)::
 
-    cycles = E(n) + P + 3 + NL + max((m - 1) * S + (C - 1) * R * B + R * (B - 1), R * (H * B - 1))
+    cycles = E(n) + P + X + 3 + NL + max((m - 1) * S + (C - 1) * R * B + R * (B - 1), R * (H * B - 1))
 
 The first term: the cores' partials, ready in the same cycle, go through the arbiter one after the
 other, so the last core is ``(C - 1) * R * B`` cycles late, once; it holds while ``S >= C * R *
@@ -88,10 +98,10 @@ B``. The second: the normalizer (one beat per ``R`` cycles, ``H * B`` beats) nev
 happens for short heads (``S < C * R * B``: at ``default`` ``n <= 2``, at ``tiny`` ``n <= 4``).
 
 ``tests/test_perf.py`` checks both formulas against :func:`predict` on grids of ``(H, n)`` and
-latencies, for every preset, and :func:`predict` against the RTL. Other shapes (ragged lengths,
-heads cut unevenly) have no closed form worth stating: a core's segments, its cut partials waiting
-in the leaf buffers and the order of the arbiter's grants all shift the end by a few beats;
-:func:`predict` covers them.
+latencies, for every preset, with and without ``partial_slices``, and :func:`predict` against the
+RTL. Other shapes (ragged lengths, heads cut unevenly) have no closed form worth stating: a core's
+segments, its cut partials waiting in the leaf buffers and the order of the arbiter's grants all
+shift the end by a few beats; :func:`predict` covers them.
 
 Limits
 ------
@@ -190,12 +200,15 @@ class Timing:
     norm_cycles:    int     # normalizer: cycles per beat
     norm_latency:   int     # normalizer: input beat -> output beat
     merge_latency:  int     # a tree node's merge pipe: input beat -> output beat (Merge.latency)
+    partial_slice:  int     # a core's partial register -> the routing: 0, or 1 through a register slice
 
 
-def timing(cfg, latency=2):
-    """:class:`Timing` of ``cfg`` for a memory answering ``latency`` cycles later than the bank."""
+def timing(cfg, latency=2, partial_slices=False):
+    """:class:`Timing` of ``cfg`` for a memory answering ``latency`` cycles later than the bank;
+    ``partial_slices``: for ``LeanAttention(cfg, partial_slices=True)``."""
     _check_cfg(cfg)
     _check_latency(latency)
+    _check_partial_slices(partial_slices)
     bpk = cfg.beats_per_key
     # ScoreScale: 5 stages, plus the load stage and interval - 1 cycles with shared multipliers.
     interval = _phases((-cfg.qk_max, cfg.qk_max), (0, (1 << cfg.scale_bits) - 1), cfg.dsp_bits, bpk)
@@ -229,6 +242,7 @@ def timing(cfg, latency=2):
         norm_cycles=cfg.norm_cycles,
         norm_latency=recip + norm,                              # Normalizer.latency
         merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
+        partial_slice=skid if partial_slices else 0,
     )
 
 
@@ -242,6 +256,11 @@ def _check_latency(latency):
         raise TypeError(f"latency must be an integer, not {latency!r}")
     if latency < 0:
         raise ValueError(f"latency must be at least 0, not {latency}")
+
+
+def _check_partial_slices(partial_slices):
+    if not isinstance(partial_slices, bool):
+        raise TypeError(f"partial_slices must be a bool, not {partial_slices!r}")
 
 
 def _lengths(lengths):
@@ -272,7 +291,8 @@ class SegmentTiming:
     ``k_last``: its first and last K beat;
     ``tile_close``: when each of its tiles closed (last logit into the tile buffer); ``v_first`` /
     ``v_last``: its first and last value beat (the PV pass); ``partial_first`` / ``partial_end``:
-    its partial's first and last beat taken (by the arbiter, or the leaf buffer when ``cut``).
+    its partial's first and last beat taken (by the arbiter, or the leaf buffer when ``cut``; by
+    the register slice with ``partial_slices``).
     """
     head:          int
     start:         int
@@ -468,6 +488,44 @@ class _Source:
             self.ready_at = None
 
 
+class _Sliced:
+    """A core's partial register behind a register slice (``partial_slices``): the routing sees
+    the slice's output register; the slice takes the core's beat whenever its skid register is
+    empty, so the core waits for the routing only once the slice holds two beats."""
+
+    def __init__(self, source):
+        self.source = source
+        self.slice = _Skid()
+        self.taken = False
+
+    @property
+    def ready_at(self):
+        return self.source.ready_at
+
+    def valid(self, x):
+        return self.slice.main is not None
+
+    def beat(self):
+        return self.slice.main[:2]
+
+    def is_cut(self):
+        return self.slice.main[2]
+
+    def take(self, x):
+        self.taken = True
+
+    def step(self, x):
+        """The end of cycle ``x``, after the routing took (or not) the slice's output beat;
+        returns whether anything moved."""
+        source, item = self.source, None
+        if source.valid(x) and self.slice.skid is None:
+            item = (*source.beat(), source.is_cut())
+            source.take(x)
+        taken, self.taken = self.taken, False
+        self.slice.step(item, taken)
+        return item is not None or taken
+
+
 class _Fifo:
     """SyncFIFOBuffered of ``depth``: an inner FIFO of ``depth - 1`` words, then an output register."""
 
@@ -536,6 +594,7 @@ def _downstream(t, sources, merges_at, held, heads, record):
     root = nodes[0] if nodes else None
     count = len(sources) + (1 if root else 0)
     locked, arb, scales, final, wait = False, None, None, _Skid(), 0
+    sliced = [s for s in sources if isinstance(s, _Sliced)]
     left = heads
     last_in = None
     x = min(s.ready_at for s in sources if s.ready_at is not None)
@@ -631,6 +690,8 @@ def _downstream(t, sources, merges_at, held, heads, record):
         # --- leaf buffers and the cores' partial registers --------------------------------------------------
         for c, fifo in enumerate(fifos):
             moved |= _fifo_step(fifo, sources[c], x)
+        for source in sliced:
+            moved |= source.step(x)
         if left == 0:
             return last_in, held
         if moved:
@@ -697,19 +758,21 @@ def _merge_nodes(cores_of_head, cores):
 
 # --- the job --------------------------------------------------------------------------------------------
 
-def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0):
+def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0, partial_slices=False):
     """The cycles of a job (head lengths ``lengths``, flattened heads) on ``cfg``, for a memory that
     answers ``latency`` cycles later than the bank alone and no stalls.
 
     ``shares``: the segments of every core (default: those of ``cfg.schedule``,
     :func:`~leanattn.sim.partition.schedule_shares`).
     ``arbiter_held``: the packet arbiter's round-robin pointer when the job starts (0 after reset;
-    :attr:`Prediction.arbiter_held` of the job before, to chain jobs). Returns a :class:`Prediction`.
+    :attr:`Prediction.arbiter_held` of the job before, to chain jobs).
+    ``partial_slices``: the cycles of ``LeanAttention(cfg, partial_slices=True)`` (a register slice
+    behind every core's partial). Returns a :class:`Prediction`.
     """
     _check_cfg(cfg)
     _check_latency(latency)
     lengths = _lengths(lengths)
-    t = timing(cfg, latency)
+    t = timing(cfg, latency, partial_slices)
     scheduled = shares is None
     shares = schedule_shares(lengths, cfg) if scheduled else shares
     _check_shares(shares, lengths, cfg.cores)
@@ -738,7 +801,8 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0):
         timelines.append(CoreTimeline(c, segs, t.bpk))
         if segs:
             _k_side(t, segs, first_offer)
-            sources.append(_Source(c, segs, t))
+            source = _Source(c, segs, t)
+            sources.append(_Sliced(source) if t.partial_slice else source)
         else:
             sources.append(_Idle())
     record = {"head_done": {}, "merges": []}
@@ -789,15 +853,15 @@ def _front_end(t, heads):
     return heads * (t.bpk + 1) + 6 + t.memory_latency + t.logit_latency + t.weight_latency
 
 
-def split_heads_cycles(cfg, heads, n, *, latency=2):
+def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     """Cycles of ``heads`` heads of ``n`` keys each, every head split evenly over ``cores / heads``
     cores (``heads`` divides ``cores``, ``cores / heads >= 2`` divides ``n``): every core holds one
     segment of ``n0 = n * heads / cores`` keys, every partial goes through the tree.
 
-    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n0) + n0) * B + P + 2 + 6 * lev + 3 + R * (B - 1)
-    + NL + (H - 1) * R * B``.
+    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + 3 + R * (B - 1)
+    + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, else 0.
     """
-    t = timing(cfg, latency)
+    t = timing(cfg, latency, partial_slices)
     _check_positive("heads", heads)
     _check_positive("n", n)
     if heads >= cfg.cores or cfg.cores % heads:
@@ -806,31 +870,34 @@ def split_heads_cycles(cfg, heads, n, *, latency=2):
         raise ValueError(f"n must be a multiple of cores / heads ({cfg.cores // heads}), not {n}")
     b, r = t.bpk, t.norm_cycles
     n0 = n * heads // cfg.cores
-    return (_front_end(t, heads) + (min(t.tile, n0) + n0) * b + t.pv_latency
+    return (_front_end(t, heads) + (min(t.tile, n0) + n0) * b + t.pv_latency + t.partial_slice
             + 2 + (t.merge_latency + 1) * t.tree_levels + 3 + r * (b - 1) + t.norm_latency
             + (heads - 1) * r * b)
 
 
-def whole_heads_cycles(cfg, heads, n, *, latency=2):
+def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     """Cycles of ``heads = m * cores`` heads of ``n`` keys each: every core holds ``m`` whole heads.
 
-    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n) + n) * B + P + 3 + NL + max((m - 1) * S + (C - 1)
-    * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 5) * (R - 1)``, the
-    cycles between two segments of a core when its partial finds the normalizer idle. The first
-    term holds while the cores keep the normalizer waiting (``S >= C * R * B``), the second while the
-    normalizer keeps the cores waiting. Needs ``B >= 5`` when ``R > 1``.
+    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n) + n) * B + P + X + 3 + NL + max((m - 1) * S + (C - 1)
+    * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 5 - 2 * X) * (R - 1)``,
+    the cycles between two segments of a core when its partial finds the normalizer idle, and
+    ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers let
+    the core go on two beats earlier), else 0. The first term holds while the cores keep the
+    normalizer waiting (``S >= C * R * B``), the second while the normalizer keeps the cores
+    waiting. Needs ``B >= 5 + 2 * X`` when ``R > 1``.
     """
-    t = timing(cfg, latency)
+    t = timing(cfg, latency, partial_slices)
     _check_positive("heads", heads)
     _check_positive("n", n)
     if heads % cfg.cores:
         raise ValueError(f"heads must be a multiple of cores ({cfg.cores}), not {heads}")
-    b, r, c = t.bpk, t.norm_cycles, cfg.cores
-    if r > 1 and b < 5:
-        raise ValueError(f"the formula needs head_dim / lanes >= 5 when norm_cycles > 1, not {b}")
+    b, r, c, x = t.bpk, t.norm_cycles, cfg.cores, t.partial_slice
+    if r > 1 and b < 5 + 2 * x:
+        raise ValueError(f"the formula needs head_dim / lanes >= {5 + 2 * x} when norm_cycles > 1"
+                         f"{' and partial_slices' if x else ''}, not {b}")
     m = heads // c
-    step = (n + 1) * b + 3 + (b - 5) * (r - 1)
-    return (_front_end(t, heads) + (min(t.tile, n) + n) * b + t.pv_latency + 3 + t.norm_latency
+    step = (n + 1) * b + 3 + (b - 5 - 2 * x) * (r - 1)
+    return (_front_end(t, heads) + (min(t.tile, n) + n) * b + t.pv_latency + x + 3 + t.norm_latency
             + max((m - 1) * step + (c - 1) * r * b + r * (b - 1), r * (heads * b - 1)))
 
 

@@ -68,15 +68,27 @@ class SystemBench(wiring.Component):
     top : callable, optional
         ``top(cfg)`` makes the accelerator: a component with :class:`LeanAttention`'s signature
         (default ``LeanAttention``; for example a synthesized netlist in its place).
+    partial_slices : bool
+        The default top with a register slice behind every core's partial
+        (``LeanAttention(cfg, partial_slices=True)``); not with ``top``.
     memory : callable, optional
         ``memory(cfg, bank_keys=bank_keys)`` makes the KV memory: a component with
         :class:`KVMemory`'s signature (default ``KVMemory``; for example
         :func:`leanattn.sim.synthkv.synthetic_memory`).
     """
 
-    def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1, top=None, memory=None):
+    def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1, top=None, memory=None,
+                 partial_slices=False):
+        if not isinstance(partial_slices, bool):
+            raise TypeError(f"partial_slices must be a bool, not {partial_slices!r}")
+        if partial_slices and top is not None:
+            raise ValueError("partial_slices applies to the default top only; with top, make it "
+                             "part of top(cfg)")
         self._cfg, self._bank_keys = cfg, bank_keys
-        self._top = LeanAttention if top is None else top
+        if top is None:
+            def top(cfg):
+                return LeanAttention(cfg, partial_slices=partial_slices)
+        self._top = top
         self._memory = KVMemory if memory is None else memory
         self._latency, self._rate, self._seed = latency, stall_rate, seed
         super().__init__({

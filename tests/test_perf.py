@@ -59,22 +59,24 @@ def random_shapes(cfg, rng, count):
     return shapes
 
 
-def check_against_rtl(request, cfg, shapes, latency, seed):
+def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=False):
     """Run every job in one Verilator simulation; every job's predicted cycles must equal its
     o_cycles. Jobs run back to back, so each prediction starts from the arbiter pointer the
-    previous job left."""
+    previous job left. Returns the measured cycles."""
     rng = np.random.default_rng(seed)
     jobs = [random_int_job(cfg, lengths, rng) for lengths in shapes]
     _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request),
-                              latency=latency, stall_rate=0, patterns=[("none", "none")], seed=1)
+                              latency=latency, stall_rate=0, patterns=[("none", "none")], seed=1,
+                              partial_slices=partial_slices)
     assert len(cycles) == len(shapes)
     held, wrong = 0, []
     for lengths, measured in zip(shapes, cycles):
-        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held)
+        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held, partial_slices=partial_slices)
         held = pred.arbiter_held
         if pred.cycles != measured:
             wrong.append((lengths, measured, pred.cycles))
     assert not wrong, f"{len(wrong)} of {len(shapes)} jobs off (lengths, RTL, model): {wrong}"
+    return cycles
 
 
 def test_rtl_tiny_fast(request):
@@ -98,6 +100,35 @@ def test_rtl_schedules(request, name, schedule, chunks, latency):
 def test_rtl_many_jobs(request, name, latency):
     cfg = PRESETS[name]
     check_against_rtl(request, cfg, random_shapes(cfg, np.random.default_rng(23), 24), latency, seed=5)
+
+
+#: With a register slice behind every core's partial: tiny's fast shapes (cut heads over both
+#: cores, ragged mixes, one-key heads that queue at the arbiter; also on one core, the slice
+#: straight into the arbiter) and random jobs at default (cut heads over one and two tree levels,
+#: whole heads, many heads per core; lean and flashdecoding).
+SLICED_CASES = [
+    pytest.param("tiny", {}, FAST_SHAPES, 2, id="tiny"),
+    pytest.param("tiny", {"cores": 1}, FAST_SHAPES, 2, id="tiny-one-core", marks=pytest.mark.slow),
+    pytest.param("default", {}, None, 3, id="default", marks=pytest.mark.slow),
+    pytest.param("default", {"schedule": "flashdecoding"}, None, 5, id="default-flashdecoding",
+                 marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name, changes, shapes, latency", SLICED_CASES)
+def test_rtl_partial_slices(request, name, changes, shapes, latency):
+    """LeanAttention(partial_slices=True): the model with ``partial_slices=True`` equals the RTL
+    on every job, and the slices change the cycles of jobs (a partial beat reaches the routing
+    a cycle later, and a core may go on while the slice holds two beats)."""
+    cfg = PRESETS[name].replace(**changes)
+    shapes = shapes or random_shapes(cfg, np.random.default_rng(31), 16)
+    cycles = check_against_rtl(request, cfg, shapes, latency, seed=13, partial_slices=True)
+    held, plain = 0, []
+    for lengths in shapes:
+        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held)
+        held = pred.arbiter_held
+        plain.append(pred.cycles)
+    assert cycles != plain
 
 
 #: Cycle counts measured on Verilator (system bench, no stalls), with the arbiter pointer the job
@@ -146,6 +177,7 @@ def test_timing_matches_units(name, latency):
     assert t.merge_latency == Merge(cfg).latency
     assert TreeNode(cfg).latency == t.merge_latency + SkidBuffer.latency
     assert ScaleLookup.latency == 1 and SkidBuffer.latency == 1
+    assert t.partial_slice == 0 and perf.timing(cfg, latency, True).partial_slice == SkidBuffer.latency
     # The single-segment latency the core documents follows from the same constants.
     n = 3 * cfg.tile + 1
     assert core.segment_latency(n, memory_latency=t.memory_latency) == (
@@ -177,24 +209,28 @@ FORMULA_CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(FORMULA_CONFIGS))
 @pytest.mark.parametrize("latency", [0, 2, 7])
-def test_whole_heads_formula(name, latency):
+@pytest.mark.parametrize("slices", [False, True], ids=["plain", "partial_slices"])
+def test_whole_heads_formula(name, latency, slices):
     cfg = FORMULA_CONFIGS[name]
     for m in (1, 2, 3):
         heads = m * cfg.cores
         for n in [1, 2, 3, 4, 5, 6, 9, cfg.tile - 1, cfg.tile, cfg.tile + 1, 2 * cfg.tile + 3]:
-            predicted = perf.predict(cfg, [n] * heads, latency=latency).cycles
-            assert perf.whole_heads_cycles(cfg, heads, n, latency=latency) == predicted, (m, n)
+            predicted = perf.predict(cfg, [n] * heads, latency=latency, partial_slices=slices).cycles
+            formula = perf.whole_heads_cycles(cfg, heads, n, latency=latency, partial_slices=slices)
+            assert formula == predicted, (m, n)
 
 
 @pytest.mark.parametrize("name", sorted(FORMULA_CONFIGS))
 @pytest.mark.parametrize("latency", [0, 2, 7])
-def test_split_heads_formula(name, latency):
+@pytest.mark.parametrize("slices", [False, True], ids=["plain", "partial_slices"])
+def test_split_heads_formula(name, latency, slices):
     cfg = FORMULA_CONFIGS[name]
     for heads in [h for h in (1, 2, 4) if h < cfg.cores and cfg.cores % h == 0]:
         step = cfg.cores // heads
         for n in range(step, 3 * cfg.tile * step + 1, step * 3):
-            predicted = perf.predict(cfg, [n] * heads, latency=latency).cycles
-            assert perf.split_heads_cycles(cfg, heads, n, latency=latency) == predicted, (heads, n)
+            predicted = perf.predict(cfg, [n] * heads, latency=latency, partial_slices=slices).cycles
+            formula = perf.split_heads_cycles(cfg, heads, n, latency=latency, partial_slices=slices)
+            assert formula == predicted, (heads, n)
 
 
 def test_one_head_any_length():
@@ -220,19 +256,22 @@ def test_formula_errors():
         perf.whole_heads_cycles(cfg, 4.0, 3)
     with pytest.raises(ValueError, match="needs head_dim / lanes >= 5"):
         perf.whole_heads_cycles(cfg.replace(lanes=16, norm_cycles=2), 4, 3)
+    with pytest.raises(ValueError, match="lanes >= 7 when norm_cycles > 1 and partial_slices, not 4"):
+        perf.whole_heads_cycles(cfg.replace(lanes=16, norm_cycles=2), 4, 3, partial_slices=True)
 
 
 # --- what a prediction holds --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["tiny", "default", "wide"])
-def test_timeline(name):
+@pytest.mark.parametrize("slices", [False, True], ids=["plain", "partial_slices"])
+def test_timeline(name, slices):
     """Event order inside every segment, cut flags and merges as the partition says, the last head
     out at the job's end, and the value beats counted once."""
     cfg = PRESETS[name]
     rng = np.random.default_rng(3)
     for _ in range(10):
         lengths = [int(n) for n in rng.integers(1, 4 * cfg.tile, int(rng.integers(1, 12)))]
-        pred = perf.predict(cfg, lengths)
+        pred = perf.predict(cfg, lengths, partial_slices=slices)
         shares = partition(lengths, cfg.cores)
         spans = {}
         for c, segs in enumerate(shares):
@@ -314,6 +353,10 @@ def test_predict_errors():
         perf.predict(cfg, [4], latency=-1)
     with pytest.raises(TypeError, match="latency must be an integer"):
         perf.predict(cfg, [4], latency=2.5)
+    with pytest.raises(TypeError, match="partial_slices must be a bool, not 1"):
+        perf.predict(cfg, [4], partial_slices=1)
+    with pytest.raises(TypeError, match="partial_slices must be a bool, not None"):
+        perf.timing(cfg, 2, None)
     with pytest.raises(ValueError, match=r"arbiter_held must be in the range 0..2, not 3"):
         perf.predict(cfg, [4], arbiter_held=3)
     with pytest.raises(ValueError, match="shares must hold one segment list per core"):

@@ -19,7 +19,7 @@ from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.jobgen import random_int_job
 from leanattn.sim.stream_bench import bench_dir
 from leanattn.sim.system import BadJob, ideal_cycles, run_system
-from leanattn.sim.systop import tagged_output_layout
+from leanattn.sim.systop import SystemBench, tagged_output_layout
 
 NAMES = ["tiny", "default", "odd"]
 
@@ -121,6 +121,27 @@ def test_schedules_bit_exact(request, name, schedule, chunks, simulator):
                stall_rate=64, patterns=[("random", "random")], seed=2)
 
 
+@pytest.mark.parametrize("name", ["tiny", pytest.param("default", marks=pytest.mark.slow)])
+def test_partial_slices_bit_exact(request, name):
+    """LeanAttention(partial_slices=True): good and bad jobs in a row, with no stalls (every good
+    job in the cycles of the cycle model with ``partial_slices=True``), then with memory latency
+    and random stalls on every stream, the output's too (the slices fill and hold): bit-exact."""
+    cfg = TEST_CONFIGS[name]
+    jobs = jobs_for(cfg, 500 + NAMES.index(name), 8, max_keys=4 * cfg.tile * cfg.cores)
+    _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "plain",
+                              patterns=[("none", "none")], seed=1, partial_slices=True)
+    held = 0
+    for job, measured in zip(jobs, cycles):
+        if isinstance(job, BadJob):
+            assert measured <= len(job.lengths) + job.query_beats + 8
+            continue
+        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, partial_slices=True)
+        assert measured == pred.cycles, list(job.lengths)
+        held = pred.arbiter_held
+    run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "stalls", latency=3,
+               stall_rate=64, patterns=[("random", "random")], seed=2, partial_slices=True)
+
+
 #: (preset, simulator, jobs, most keys per job) of the long runs. A tenth of the random jobs have
 #: heads up to that many keys, the others up to three tiles or four keys; the KV load (one word
 #: per cycle) costs more cycles than the job itself, so short jobs are what makes hundreds cheap.
@@ -210,9 +231,36 @@ def test_lint(request, name, schedule):
     assert verilator_lint(path, waivers=TOP_LINT_WAIVERS) == []
 
 
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_partial_slices_structure(request, name):
+    """With ``partial_slices`` a register slice per core, ``partial_slice_<c>``, none without;
+    the top with them lints clean."""
+    cfg = TEST_CONFIGS[name]
+    assert not LeanAttention(cfg).partial_slices
+    plain = design_verilog(LeanAttention(cfg), toplevel="lean_attention")
+    top = LeanAttention(cfg, partial_slices=True)
+    assert top.partial_slices
+    sliced = design_verilog(top, toplevel="lean_attention")
+    assert "partial_slice" not in plain
+    assert all(f"module \\lean_attention.partial_slice_{c} (" in sliced for c in range(cfg.cores))
+    assert f"partial_slice_{cfg.cores}" not in sliced
+    path = bench_dir(request) / "lean_attention.v"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(sliced)
+    assert verilator_lint(path, waivers=TOP_LINT_WAIVERS) == []
+
+
 def test_constructor_errors():
     with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
         LeanAttention({"head_dim": 64})
+    cfg = TEST_CONFIGS["tiny"]
+    for value in (1, None, "yes"):
+        with pytest.raises(TypeError, match=f"partial_slices must be a bool, not {value!r}"):
+            LeanAttention(cfg, partial_slices=value)
+    with pytest.raises(TypeError, match="partial_slices must be a bool, not 0"):
+        SystemBench(cfg, bank_keys=8, partial_slices=0)
+    with pytest.raises(ValueError, match="partial_slices applies to the default top only"):
+        SystemBench(cfg, bank_keys=8, top=LeanAttention, partial_slices=True)
 
 
 @pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.slow)])

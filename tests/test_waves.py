@@ -240,6 +240,9 @@ def test_timing_doc_latencies():
         weight = column["a tile's last logit to its first weight in the PV accumulator"]
         assert weight == str(t.weight_latency)
         assert column["last value beat of a segment to its partial's first beat"] == str(t.pv_latency)
+        sliced = timing(PRESETS[name], partial_slices=True).partial_slice
+        slice_row = "a core's partial beat to the routing (`partial_slices`: through a register slice)"
+        assert column[slice_row] == f"{t.partial_slice} ({sliced})"
         assert column["normalizer: cycles per output beat (`norm_cycles`)"] == str(t.norm_cycles)
         assert column["normalizer: input beat to output beat"] == str(t.norm_latency)
         assert column["requests in flight per port, at most"] == str(t.outstanding)
