@@ -134,8 +134,9 @@ class AttentionConfig:
         flip-flops and cycles of latency, longer paths between registers. The units with a compact
         form: the merge unit (:func:`leanattn.hdl.merge.merge_stages`), the reciprocal
         (:func:`leanattn.hdl.recip.recip_stages`), exp2 (:func:`leanattn.hdl.exp2.exp2_stages`),
-        the score scaling (:attr:`leanattn.hdl.score.ScoreScale.latency`) and a core's two
-        register slices (:func:`leanattn.hdl.skid.register_slice`).
+        the score scaling (:attr:`leanattn.hdl.score.ScoreScale.latency`) and the register
+        slices of the cores, the tree nodes and the normalizer's input
+        (:func:`leanattn.hdl.skid.register_slice`).
     """
 
     head_dim:          int

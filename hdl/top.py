@@ -31,7 +31,7 @@ from .normalize import Normalizer
 from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
 from .schedule import Scheduler
-from .skid import SkidBuffer
+from .skid import SkidBuffer, register_slice
 from .tree import ReductionTree
 
 __all__ = ["LeanAttention", "cycle_bits", "RTL_SCHEDULES"]
@@ -189,7 +189,7 @@ class LeanAttention(wiring.Component):
         m.submodules.arbiter = arbiter = PacketArbiter(shape=partial_layout(cfg), count=len(finals))
         for n, source in enumerate(finals):
             wiring.connect(m, source, getattr(arbiter, f"i_{n}"))
-        m.submodules.final_skid = skid = SkidBuffer(shape=scales.o_final.payload.shape())
+        m.submodules.final_skid = skid = register_slice(cfg, shape=scales.o_final.payload.shape())
         m.submodules.norm = norm = Normalizer(cfg)
         wiring.connect(m, arbiter.o_data, scales.i_partial)
         wiring.connect(m, scales.o_final, skid.i_data)

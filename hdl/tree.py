@@ -34,7 +34,7 @@ from .config import AttentionConfig
 from .layouts import partial_layout
 from .merge import Merge, merge_stages
 from .ports import cross_layout
-from .skid import SkidBuffer
+from .skid import SkidBuffer, register_slice
 
 __all__ = ["ReductionTree", "TreeNode", "Route"]
 
@@ -61,7 +61,8 @@ class TreeNode(wiring.Component):
     empty partial (``valid == 0``, the merge identity, with the packet's ``last``), so it leaves
     bit for bit unchanged and in the order the node took it. A
     :class:`~leanattn.hdl.skid.SkidBuffer` registers the output, so no ``ready`` path crosses the
-    node.
+    node (with ``pipeline == "compact"`` a :class:`~leanattn.hdl.skid.PipeRegister`, whose
+    ``ready`` does).
 
     Parameters
     ----------
@@ -122,7 +123,7 @@ class TreeNode(wiring.Component):
 
         # --- the merge pipe, then the output register slice ----------------------------------------
         m.submodules.merge = merge = Merge(self._cfg)
-        m.submodules.skid  = skid  = SkidBuffer(shape=partial_layout(self._cfg))
+        m.submodules.skid  = skid  = register_slice(self._cfg, shape=partial_layout(self._cfg))
         wiring.connect(m, merge.o_partial, skid.i_data)
         wiring.connect(m, skid.o_data, wiring.flipped(self.o_partial))
 
@@ -215,7 +216,8 @@ class ReductionTree(wiring.Component):
     when nothing stalls and the beat's partner at every merging node arrives at the same edge
     (tiny: 6, default: 12, wide: 18). A partner arriving later delays the merged beat by as much.
     Throughput: one beat per cycle out of the root; every node moves one beat per cycle. No
-    ``ready`` path is longer than one node: every node's output is a skid buffer.
+    ``ready`` path is longer than one node: every node's output is a skid buffer (the compact
+    pipeline's register slices pass ``ready`` through).
     Numerics: :func:`leanattn.sim.golden.reduce_partials` of each cut head, bit for bit (the Merge
     unit's ``round_shift`` alignment, exact sums); empty partials (``valid == 0``) are the identity.
     """

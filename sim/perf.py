@@ -86,9 +86,11 @@ normalizer: ``B`` beats of each head, ``R`` cycles apart). For one head of any `
 ``n0 = ceil(n / C)``.
 
 *Whole heads* -- ``H = m * C`` (:func:`whole_heads_cycles`): every core holds ``m`` whole heads,
-nothing is merged. With ``S = (n + 1) * B + 3 + (B - 5 - 2 * X) * (R - 1)`` (the cycles from one
-segment's end to the next on a core whose partial finds the normalizer idle; the partial slice's
-two registers let a core go on two beats sooner; needs ``B >= 5 + 2 * X`` if ``R > 1``)::
+nothing is merged. With ``S = (n + 1) * B + 3 + (B - 5 - 2 * X + Y) * (R - 1)`` (the cycles from
+one segment's end to the next on a core whose partial finds the normalizer idle; the partial
+slice's two registers let a core go on two beats sooner; ``Y = 1`` with the compact pipeline,
+whose one-beat slice in front of the normalizer holds a beat less; needs ``B >= 5 + 2 * X - Y``
+if ``R > 1``)::
 
     cycles = E(n) + P + X + 3 + NL + max((m - 1) * S + (C - 1) * R * B + R * (B - 1), R * (H * B - 1))
 
@@ -201,6 +203,7 @@ class Timing:
     norm_latency:   int     # normalizer: input beat -> output beat
     merge_latency:  int     # a tree node's merge pipe: input beat -> output beat (Merge.latency)
     partial_slice:  int     # a core's partial register -> the routing: 0, or 1 through a register slice
+    pipe_slices:    bool    # the tree's and the normalizer's register slices are PipeRegisters (compact)
 
 
 def timing(cfg, latency=2, partial_slices=False):
@@ -243,6 +246,7 @@ def timing(cfg, latency=2, partial_slices=False):
         norm_latency=recip + norm,                              # Normalizer.latency
         merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
         partial_slice=skid if partial_slices else 0,
+        pipe_slices=cfg.pipeline == "compact",                  # register_slice(cfg)
     )
 
 
@@ -552,6 +556,10 @@ class _Skid:
     def front(self):
         return self.main
 
+    def free(self, o_ready):
+        """The input's ``ready`` in this cycle (a register: ``o_ready`` does not matter)."""
+        return self.skid is None
+
     def step(self, item, o_ready):
         """One cycle; ``item`` (or None) is offered at the input; returns whether anything changed."""
         before = (self.main, self.skid)
@@ -566,14 +574,38 @@ class _Skid:
         return before != (self.main, self.skid)
 
 
+
+class _Pipe:
+    """PipeRegister: ``main`` is the output register, loaded whenever it is empty or its item
+    leaves (the input's ``ready``); ``skid`` is always None."""
+
+    skid = None
+
+    def __init__(self):
+        self.main = None
+
+    def front(self):
+        return self.main
+
+    def free(self, o_ready):
+        """The input's ``ready`` in this cycle."""
+        return self.main is None or o_ready
+
+    def step(self, item, o_ready):
+        """One cycle; ``item`` (or None) is offered at the input; returns whether anything changed."""
+        before = self.main
+        if self.free(o_ready):
+            self.main = item
+        return before != self.main
+
 class _Node:
     """A tree node: route register, merge pipe (``stages`` registers), output skid buffer."""
 
-    def __init__(self, level, index, merges, a, b, stages):
+    def __init__(self, level, index, merges, a, b, stages, out):
         self.level, self.index, self.merges, self.a, self.b = level, index, merges, a, b
         self.held = None                 # None (idle), "a", "b" (passing) or "m" (merging)
         self.pipe = [None] * stages
-        self.out = _Skid()
+        self.out = out
 
     def front(self):
         return self.out.main
@@ -582,18 +614,19 @@ class _Node:
 def _downstream(t, sources, merges_at, held, heads, record):
     """Run the downstream logic; returns ``(last normalizer input cycle, arbiter pointer)``."""
     cores = t.cores
+    slice_ = _Pipe if t.pipe_slices else _Skid         # register_slice(cfg)
     fifos = [_Fifo(t.bpk) for _ in range(cores)] if cores > 1 else []
     levels = []
     below = fifos
     for level in range(1, t.tree_levels + 1):
         below = [_Node(level, i, merges_at.get((level, i), frozenset()), below[2 * i], below[2 * i + 1],
-                       t.merge_latency)
+                       t.merge_latency, slice_())
                  for i in range(len(below) // 2)]
         levels.append(below)
     nodes = [node for level in reversed(levels) for node in level]       # root first
     root = nodes[0] if nodes else None
     count = len(sources) + (1 if root else 0)
-    locked, arb, scales, final, wait = False, None, None, _Skid(), 0
+    locked, arb, scales, final, wait = False, None, None, slice_(), 0
     sliced = [s for s in sources if isinstance(s, _Sliced)]
     left = heads
     last_in = None
@@ -602,7 +635,7 @@ def _downstream(t, sources, merges_at, held, heads, record):
         moved = False
         # --- ready, from the normalizer back to the arbiter -------------------------------------------
         norm_ready = wait == 0
-        sc_adv = scales is None or final.skid is None
+        sc_adv = scales is None or final.free(norm_ready)
         ar_adv = arb is None or sc_adv
         valid = [s.valid(x) and not s.is_cut() for s in sources]
         if root:
@@ -617,7 +650,7 @@ def _downstream(t, sources, merges_at, held, heads, record):
         ready = {id(root): ar_adv and grant == count - 1} if root else {}
         plan = []
         for node in nodes:
-            adv = node.pipe[-1] is None or node.out.skid is None
+            adv = node.pipe[-1] is None or node.out.free(ready[id(node)])
             a, b = node.a.front(), node.b.front()
             route = node.held
             if route is None:
@@ -879,12 +912,13 @@ def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     """Cycles of ``heads = m * cores`` heads of ``n`` keys each: every core holds ``m`` whole heads.
 
     ``H * (B + 1) + 6 + M + Lq + W + (min(T, n) + n) * B + P + X + 3 + NL + max((m - 1) * S + (C - 1)
-    * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 5 - 2 * X) * (R - 1)``,
-    the cycles between two segments of a core when its partial finds the normalizer idle, and
+    * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 5 - 2 * X + Y) * (R
+    - 1)``, the cycles between two segments of a core when its partial finds the normalizer idle,
     ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers let
-    the core go on two beats earlier), else 0. The first term holds while the cores keep the
-    normalizer waiting (``S >= C * R * B``), the second while the normalizer keeps the cores
-    waiting. Needs ``B >= 5 + 2 * X`` when ``R > 1``.
+    the core go on two beats earlier), else 0, and ``Y = 1`` with the compact pipeline (the
+    normalizer's register slice holds one beat, not two), else 0. The first term holds while the
+    cores keep the normalizer waiting (``S >= C * R * B``), the second while the normalizer keeps
+    the cores waiting. Needs ``B >= 5 + 2 * X - Y`` when ``R > 1``.
     """
     t = timing(cfg, latency, partial_slices)
     _check_positive("heads", heads)
@@ -892,11 +926,12 @@ def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     if heads % cfg.cores:
         raise ValueError(f"heads must be a multiple of cores ({cfg.cores}), not {heads}")
     b, r, c, x = t.bpk, t.norm_cycles, cfg.cores, t.partial_slice
-    if r > 1 and b < 5 + 2 * x:
-        raise ValueError(f"the formula needs head_dim / lanes >= {5 + 2 * x} when norm_cycles > 1"
+    buffered = 5 + 2 * x - t.pipe_slices
+    if r > 1 and b < buffered:
+        raise ValueError(f"the formula needs head_dim / lanes >= {buffered} when norm_cycles > 1"
                          f"{' and partial_slices' if x else ''}, not {b}")
     m = heads // c
-    step = (n + 1) * b + 3 + (b - 5 - 2 * x) * (r - 1)
+    step = (n + 1) * b + 3 + (b - buffered) * (r - 1)
     return (_front_end(t, heads) + (min(t.tile, n) + n) * b + t.pv_latency + x + 3 + t.norm_latency
             + max((m - 1) * step + (c - 1) * r * b + r * (b - 1), r * (heads * b - 1)))
 

@@ -83,6 +83,18 @@ def test_rtl_tiny_fast(request):
     check_against_rtl(request, PRESETS["tiny"], FAST_SHAPES, latency=2, seed=11)
 
 
+@pytest.mark.parametrize("name, latency", [("tiny", 2), pytest.param("default", 5, marks=pytest.mark.slow),
+                                           pytest.param("tiny4", 3, marks=pytest.mark.slow)])
+def test_rtl_compact(request, name, latency):
+    """The compact pipeline (fewer registers in the merge, reciprocal, exp2 and score units;
+    one-beat register slices in the cores, the tree and before the normalizer): the model's
+    cycles on every job, at tiny (the normalizer slower than the cores: its slice holds back the
+    scale lookup), default and four tiny cores (two tree levels)."""
+    cfg = FORMULA_CONFIGS[name].replace(pipeline="compact")
+    shapes = FAST_SHAPES if name == "tiny" else random_shapes(cfg, np.random.default_rng(31), 16)
+    check_against_rtl(request, cfg, shapes, latency=latency, seed=13)
+
+
 @pytest.mark.parametrize("name, schedule, chunks, latency", [
     pytest.param("tiny", "fa2", 0, 2, marks=pytest.mark.slow), ("tiny", "flashdecoding", 0, 2),
     pytest.param("default", "fa2", 0, 5, marks=pytest.mark.slow),
