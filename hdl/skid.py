@@ -22,13 +22,33 @@ def _check_shape(shape):
         raise TypeError(f"shape must be a shape-castable object, not {shape!r}") from None
 
 
+class _RegisterSlice(wiring.Component):
+    """What both register slices share: the two streams of one payload shape, latency 1."""
+
+    #: Cycles from an input transfer to the earliest output transfer of the same item.
+    latency = 1
+
+    def __init__(self, *, shape):
+        _check_shape(shape)
+        self._shape = shape
+        super().__init__({
+            "i_data": In(stream.Signature(shape)),
+            "o_data": Out(stream.Signature(shape)),
+        })
+
+    @property
+    def shape(self):
+        """The payload shape, as given to the constructor."""
+        return self._shape
+
+
 def register_slice(cfg, *, shape):
     """The register slice of ``cfg.pipeline``: a :class:`SkidBuffer` (``full``) or a
     :class:`PipeRegister` (``compact``); both have latency 1 and full throughput."""
     return PipeRegister(shape=shape) if cfg.pipeline == "compact" else SkidBuffer(shape=shape)
 
 
-class SkidBuffer(wiring.Component):
+class SkidBuffer(_RegisterSlice):
     """Two-entry register slice for a stream of any shape.
 
     The main register drives ``o_data``. When the output stalls while an input transfer is under
@@ -53,22 +73,6 @@ class SkidBuffer(wiring.Component):
     Throughput: 1 item per cycle, sustained; stalls only while ``o_data`` is not ready.
     Numerics: none; the payload is passed through bit for bit.
     """
-
-    #: Cycles from an input transfer to the earliest output transfer of the same item.
-    latency = 1
-
-    def __init__(self, *, shape):
-        _check_shape(shape)
-        self._shape = shape
-        super().__init__({
-            "i_data": In(stream.Signature(shape)),
-            "o_data": Out(stream.Signature(shape)),
-        })
-
-    @property
-    def shape(self):
-        """The payload shape, as given to the constructor."""
-        return self._shape
 
     def elaborate(self, platform):
         m = Module()
@@ -116,7 +120,7 @@ class SkidBuffer(wiring.Component):
         return m
 
 
-class PipeRegister(wiring.Component):
+class PipeRegister(_RegisterSlice):
     """One-entry register slice for a stream of any shape.
 
     ``o_data``'s ``valid`` and ``payload`` are registers, loaded whenever the register is empty or
@@ -140,22 +144,6 @@ class PipeRegister(wiring.Component):
     Throughput: 1 item per cycle, sustained; stalls only while ``o_data`` is not ready.
     Numerics: none; the payload is passed through bit for bit.
     """
-
-    #: Cycles from an input transfer to the earliest output transfer of the same item.
-    latency = 1
-
-    def __init__(self, *, shape):
-        _check_shape(shape)
-        self._shape = shape
-        super().__init__({
-            "i_data": In(stream.Signature(shape)),
-            "o_data": Out(stream.Signature(shape)),
-        })
-
-    @property
-    def shape(self):
-        """The payload shape, as given to the constructor."""
-        return self._shape
 
     def elaborate(self, platform):
         m = Module()

@@ -52,6 +52,12 @@ def _check_cfg(cfg):
         raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
 
 
+def _node_latency(cfg):
+    """A tree node's latency: its merge pipe's and its output register slice's (1, a skid
+    buffer's or a pipe register's)."""
+    return len(merge_stages(cfg)) + SkidBuffer.latency
+
+
 class TreeNode(wiring.Component):
     """One node of the reduction tree: merges the partials of one head, passes all others.
 
@@ -115,7 +121,7 @@ class TreeNode(wiring.Component):
         """Cycles from an input beat to its output beat, without stalls: the merge pipe's
         (:func:`~leanattn.hdl.merge.merge_stages`: 5, or 1 with ``pipeline == "compact"``) and
         the skid buffer's 1."""
-        return len(merge_stages(self._cfg)) + SkidBuffer.latency
+        return _node_latency(self._cfg)
 
     def elaborate(self, platform):
         m = Module()
@@ -258,7 +264,7 @@ class ReductionTree(wiring.Component):
     @property
     def latency(self):
         """Cycles from a leaf beat to the root's output beat, without stalls or waiting."""
-        return self._cfg.tree_levels * (len(merge_stages(self._cfg)) + SkidBuffer.latency)
+        return self._cfg.tree_levels * _node_latency(self._cfg)
 
     def _rule(self, m, node, level, index):
         """Tell node ``(level, index)`` which heads merge there."""
