@@ -70,12 +70,6 @@ def _read_port_signature(cfg, shape=None):
                               shape=head_layout(cfg) if shape is None else shape)
 
 
-def _async_read_signature(cfg):
-    """An asynchronous read of the descriptor memory, seen from the reader: an address out, the
-    descriptor back in the same cycle (no enable, unlike a synchronous ``ReadPort``)."""
-    return wiring.Signature({"addr": Out(cfg.head_index_bits), "data": In(head_layout(cfg))})
-
-
 def _links(cfg):
     """Whether the schedule walks linked heads (``fa2``, ``flashdecoding``) rather than
     consecutive ones (``lean``)."""
@@ -97,12 +91,14 @@ class SegmentGen(wiring.Component):
     i_start : ``In(stream.Signature(start_layout(cfg)))``
         The share; ``keys == 0`` (an idle core) gives no segment. Taken only while idle. Under
         ``flashdecoding``, ``keys`` counts the group's heads, not keys (and ``offset`` is unused).
-    desc : ``Out(wiring.Signature({"addr": Out(head_index_bits), "data": In(head_layout(cfg))}))``
-        An asynchronous read of the descriptor memory: this unit drives the address and uses the
-        data in the same cycle.
+    desc : ``In(ReadPort.Signature(addr_width=head_index_bits, shape=head_layout(cfg)))``
+        A synchronous read port of the descriptor memory (``en`` held high). This unit addresses
+        the head it reads next a cycle ahead -- the start's head while idle, the following head
+        while it emits -- so that the descriptor is out in the read cycle; the memory can then be
+        block RAM.
     link : ``In(ReadPort.Signature(...))`` (``fa2`` and ``flashdecoding``)
-        A read port of the link memory, at the same address: the core's (or group's) head after
-        ``head``.
+        A read port of the link memory, at ``head``: the core's (or group's) head after ``head``,
+        out from the cycle after ``head`` is loaded (the emit cycle).
     o_seg : ``Out(stream.Signature(segment_layout(cfg)))``
         ``lean`` and ``fa2``: ``keys = min(length - offset, left)`` keys of each head in turn, from
         ``k_base + offset * head_dim`` (offset 0 after the first head); the next head is
@@ -111,7 +107,7 @@ class SegmentGen(wiring.Component):
         min(head_chunks, n)``; a head with ``n <= j`` has no chunk here and is skipped.
 
     Latency: the first segment is valid 2 cycles after the start transfer.
-    Throughput: one head every 2 cycles (a descriptor read, then the segment or the skip).
+    Throughput: one head every 2 cycles (the descriptor out, then the segment or the skip).
     """
 
     def __init__(self, cfg, position=0):
@@ -123,7 +119,7 @@ class SegmentGen(wiring.Component):
         self._position = position
         members = {
             "i_start": In(stream.Signature(start_layout(cfg))),
-            "desc":    Out(_async_read_signature(cfg)),
+            "desc":    In(_read_port_signature(cfg)),
             "o_seg":   Out(stream.Signature(segment_layout(cfg))),
         }
         if _links(cfg):
@@ -136,15 +132,16 @@ class SegmentGen(wiring.Component):
         head   = Signal(cfg.head_index_bits)
         offset = Signal(cfg.length_bits)
         left   = Signal(total_bits(cfg))
-        m.d.comb += self.desc.addr.eq(head)
         if _links(cfg):
             m.d.comb += self.link.addr.eq(head)
         following = self.link.data if _links(cfg) else head + 1
 
         # --- this head's segment: its first key, its keys, and what it takes of the share ---------
-        # The descriptor port reads combinationally: the segment is worked out in the read cycle
-        # and registered, so the emit cycle only subtracts what it takes from the share.
+        # The descriptor is out in the read cycle (addressed in the cycle before, see the FSM): the
+        # segment is worked out from it and registered, so the emit cycle only subtracts what it
+        # takes from the share.
         desc = self.desc.data
+        m.d.comb += [self.desc.en.eq(1), self.desc.addr.eq(following)]   # while emitting
         if cfg.schedule == "flashdecoding":
             first, keys, empty = self._chunk(m, desc.length)
         else:
@@ -167,9 +164,9 @@ class SegmentGen(wiring.Component):
         # --- walk: read the head's descriptor, then emit its segment (or skip the head) ----------
         with m.FSM():
             with m.State("idle"):
-                m.d.comb += self.i_start.ready.eq(1)
+                start = self.i_start.payload
+                m.d.comb += [self.i_start.ready.eq(1), self.desc.addr.eq(start.head)]
                 with m.If(self.i_start.valid):
-                    start = self.i_start.payload
                     m.d.sync += [head.eq(start.head), offset.eq(start.offset), left.eq(start.keys)]
                     with m.If(start.keys != 0):
                         m.next = "read"
@@ -258,7 +255,13 @@ class Scheduler(wiring.Component):
         m = Module()
 
         # --- descriptor memory: one write port, a read port per reader ---------------------------
-        m.submodules.desc = desc = Memory(shape=head_layout(cfg), depth=cfg.max_heads, init=[])
+        # Every reader has a synchronous port, so the memory can be block RAM (a copy per port
+        # where the RAM has too few); the compact pipeline asks for it, as on an iCE40 the
+        # flip-flops and read multiplexers of a register memory cost more logic cells than the
+        # rest of the scheduler. Otherwise synthesis chooses.
+        style = {"ram_style": "block"} if cfg.pipeline == "compact" else {}
+        m.submodules.desc = desc = Memory(shape=head_layout(cfg), depth=cfg.max_heads, init=[],
+                                          attrs=style)
         write = desc.write_port()
         w = self.i_dwrite.payload.desc
         m.d.comb += [
@@ -274,8 +277,7 @@ class Scheduler(wiring.Component):
         starts = self._scan(m, desc.read_port(), link.write_port() if link is not None else None)
         for c in range(cfg.cores):
             m.submodules[f"gen_{c}"] = gen = SegmentGen(cfg, c % cfg.head_chunks)
-            port = desc.read_port(domain="comb")
-            m.d.comb += [port.addr.eq(gen.desc.addr), gen.desc.data.eq(port.data)]
+            wiring.connect(m, gen.desc, desc.read_port())
             if link is not None:
                 wiring.connect(m, gen.link, link.read_port())
             wiring.connect(m, starts[c], gen.i_start)
