@@ -30,7 +30,7 @@ from amaranth.sim import Simulator
 from tiers import config_params
 
 from leanattn.hdl.config import PRESETS
-from leanattn.hdl.core import AttentionCore, KeyJoin, RequestIssuer, ValueGate
+from leanattn.hdl.core import AttentionCore, KeyJoin, RequestIssuer, ValueGate, _Ring
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.ports import kv_data_layout, kv_request_layout, query_write_layout, segment_layout
 from leanattn.hdl.pv import pv_latency
@@ -562,7 +562,7 @@ def in_flight(requests, beats, keys, bpk):
     return [i + 1 - int(np.sum(done < t)) for i, t in enumerate(requests)]
 
 
-@pytest.mark.parametrize("name", ["default", "one_beat"])
+@pytest.mark.parametrize("name", ["default", "one_beat", "odd"])
 def test_core_outstanding(name):
     """A memory of long latency and short segments: each port keeps exactly ``outstanding``
     requests in flight (issued, responses not all taken), never more."""
@@ -575,10 +575,11 @@ def test_core_outstanding(name):
         assert max(counts) == AttentionCore.outstanding, (port, counts)
 
 
-@pytest.mark.parametrize("name", ["default", "one_beat"])
+@pytest.mark.parametrize("name", ["default", "one_beat", "odd"])
 def test_core_lead(name):
     """While the V request port takes nothing, the core takes ``lead`` segments and issues all their
-    K requests (their K beats are all taken too); the V side then catches up, bit-exact."""
+    K requests (their K beats are all taken too); the V side then catches up, bit-exact. At
+    ``odd`` (compact pipeline) the V command queue is block RAM."""
     cfg = CONFIGS[name]
     block = 600
     job = random_job(cfg, 4, segments=AttentionCore.lead + 4, max_len=1, extremes=False)
@@ -587,6 +588,51 @@ def test_core_lead(name):
     assert before["i_seg"] == before["o_kreq"] == AttentionCore.lead, before
     assert before["i_k"] == AttentionCore.lead * cfg.beats_per_key and before["o_vreq"] == 0, before
     assert log["o_vreq"][0] == block + 1
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5, 8])
+def test_ring_forms(depth):
+    """``_Ring`` in registers and in block RAM, pushed and popped at random (also both at once, on
+    a full and an empty ring): the same ``head``, ``valid`` and ``room`` as a reference queue in
+    every cycle, the entry pushed at an edge at the head from the next cycle on."""
+    shape = 13
+    m = Module()
+    rings = [_Ring(m, shape, depth, "regs"), _Ring(m, shape, depth, "bram", block=True)]
+    push, pop, value = Signal(), Signal(), Signal(shape)
+    for ring in rings:
+        m.d.comb += [ring.push.eq(push & ring.room), ring.pop.eq(pop & ring.valid), ring.data.eq(value)]
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    rng = random.Random(depth)
+    seen = {"pushes": 0, "both": 0}
+
+    async def bench(ctx):
+        model = deque()
+        for cycle in range(600):
+            phase = (cycle // 100) % 3         # mostly pushes, balanced, mostly pops
+            want_push = rng.random() < (0.8, 0.5, 0.2)[phase]
+            want_pop = rng.random() < (0.2, 0.5, 0.8)[phase]
+            word = rng.randrange(1 << shape)
+            ctx.set(push, want_push)
+            ctx.set(pop, want_pop)
+            ctx.set(value, word)
+            for ring in rings:
+                assert ctx.get(ring.valid) == bool(model), cycle
+                assert ctx.get(ring.room) == (len(model) < depth), cycle
+                if model:
+                    assert ctx.get(ring.head) == model[0], cycle
+            pushing, popping = want_push and len(model) < depth, want_pop and bool(model)
+            seen["both"] += pushing and popping
+            seen["pushes"] += pushing
+            if popping:
+                model.popleft()
+            if pushing:
+                model.append(word)
+            await ctx.tick()
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["pushes"] > 100 and (seen["both"] > 20 or depth == 1), seen   # (one slot: never both)
 
 
 # --- tests: cocotb on Icarus Verilog and Verilator ---------------------------------------------------
