@@ -31,7 +31,7 @@ from .normalize import Normalizer
 from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
 from .schedule import Scheduler
-from .skid import SkidBuffer, register_slice
+from .skid import SkidBuffer
 from .tree import ReductionTree
 
 __all__ = ["LeanAttention", "cycle_bits", "RTL_SCHEDULES"]
@@ -186,18 +186,35 @@ class LeanAttention(wiring.Component):
 
         # --- finished heads: routed, merged, arbitrated, scaled, normalized -----------------------
         finals = self._route(m, sched, cores)
-        m.submodules.arbiter = arbiter = PacketArbiter(shape=partial_layout(cfg), count=len(finals))
-        for n, source in enumerate(finals):
-            wiring.connect(m, source, getattr(arbiter, f"i_{n}"))
-        m.submodules.final_skid = skid = register_slice(cfg, shape=scales.o_final.payload.shape())
+        wiring.connect(m, self._arbitrate(m, finals), scales.i_partial)
+        final = self._final_slice(m, scales.o_final)
         m.submodules.norm = norm = Normalizer(cfg)
-        wiring.connect(m, arbiter.o_data, scales.i_partial)
-        wiring.connect(m, scales.o_final, skid.i_data)
-        wiring.connect(m, skid.o_data, norm.i_final)
+        wiring.connect(m, final, norm.i_final)
         wiring.connect(m, norm.o_out, wiring.flipped(self.o_out))
 
         self._control(m, loader, sched)
         return m
+
+    def _arbitrate(self, m, finals):
+        """The streams of final states as one, packet by packet: the arbiter's output; with the
+        compact pipeline a lone stream (one core) goes on without it (an arbiter of one input is
+        only a register)."""
+        if len(finals) == 1 and self._cfg.pipeline == "compact":
+            return finals[0]
+        m.submodules.arbiter = arbiter = PacketArbiter(shape=partial_layout(self._cfg), count=len(finals))
+        for n, source in enumerate(finals):
+            wiring.connect(m, source, getattr(arbiter, f"i_{n}"))
+        return arbiter.o_data
+
+    def _final_slice(self, m, final):
+        """The scale lookup's output on its way to the normalizer: through a skid buffer, or
+        straight with the compact pipeline (the normalizer's ``ready`` then reaches back to the
+        arbiter in the same cycle, as a slow clock allows)."""
+        if self._cfg.pipeline == "compact":
+            return final
+        m.submodules.final_skid = skid = SkidBuffer(shape=final.payload.shape())
+        wiring.connect(m, final, skid.i_data)
+        return skid.o_data
 
     def _partials(self, m, cores):
         """Each core's stream of partials: its ``o_partial``, or with ``partial_slices`` the output

@@ -37,8 +37,9 @@ Cycles count from the job's first input transfer (cycle 0) to its last output be
 4. **Downstream** (simulated cycle by cycle, only while something moves). The partial register of
    every core, the leaf buffers (one whole partial each), the tree nodes (a five-stage merge pipe
    and a skid buffer each; a node merges the head crossing its boundary and passes every other
-   packet, the left input first), the round-robin packet arbiter, the scale lookup, the skid
-   buffer and the normalizer (one beat per ``norm_cycles`` cycles, output ``norm_latency`` cycles
+   packet, the left input first), the round-robin packet arbiter (none for one core with the
+   compact pipeline), the scale lookup, the skid buffer (none with the compact pipeline) and the
+   normalizer (one beat per ``norm_cycles`` cycles, output ``norm_latency`` cycles
    later) -- register for register, with their ready rules. Whether a core's partial is taken at
    once or waits for the arbiter, for a full leaf buffer or for the tree decides when that core's
    next segment may start, so the cores and the downstream are advanced together in time order.
@@ -79,20 +80,21 @@ its QK pass is what a core pays once per segment start).
 core holds one segment of ``n0 = n * H / C`` keys and every partial is merged in the tree
 (:func:`split_heads_cycles`; ``H = 1`` is one head over all cores)::
 
-    cycles = E(n0) + P + X + 2 + G * lev + 3 + R * (B - 1) + NL + (H - 1) * R * B
+    cycles = E(n0) + P + X + 2 + G * lev + D + R * (B - 1) + NL + (H - 1) * R * B
 
-(the partial slice, leaf buffer 2, tree G per level, arbiter, scale lookup and skid 3, then the
+(the partial slice, leaf buffer 2, tree G per level, ``D`` for the arbiter, the scale lookup and
+the final skid buffer -- 3, or 2 with the compact pipeline, which has no final slice -- then the
 normalizer: ``B`` beats of each head, ``R`` cycles apart). For one head of any ``n >= C`` the same holds with
 ``n0 = ceil(n / C)``.
 
 *Whole heads* -- ``H = m * C`` (:func:`whole_heads_cycles`): every core holds ``m`` whole heads,
-nothing is merged. With ``S = (n + 1) * B + 3 + (B - 5 - 2 * X + Y) * (R - 1)`` (the cycles from
+nothing is merged. With ``S = (n + 1) * B + 3 + (B - 1 - 2 * X - Q) * (R - 1)`` (the cycles from
 one segment's end to the next on a core whose partial finds the normalizer idle; the partial
-slice's two registers let a core go on two beats sooner; ``Y = 1`` with the compact pipeline,
-whose one-beat slice in front of the normalizer holds a beat less; needs ``B >= 5 + 2 * X - Y``
-if ``R > 1``)::
+slice's two registers let a core go on two beats sooner, and so do the ``Q`` beats the registers
+from the arbiter to the normalizer hold: 4 with the full pipeline, 2 with the compact one, 1 for
+one core, which has no arbiter then; needs ``B >= 1 + 2 * X + Q`` if ``R > 1``)::
 
-    cycles = E(n) + P + X + 3 + NL + max((m - 1) * S + (C - 1) * R * B + R * (B - 1), R * (H * B - 1))
+    cycles = E(n) + P + X + D + NL + max((m - 1) * S + (C - 1) * R * B + R * (B - 1), R * (H * B - 1))
 
 The first term: the cores' partials, ready in the same cycle, go through the arbiter one after the
 other, so the last core is ``(C - 1) * R * B`` cycles late, once; it holds while ``S >= C * R *
@@ -203,7 +205,9 @@ class Timing:
     norm_latency:   int     # normalizer: input beat -> output beat
     merge_latency:  int     # a tree node's merge pipe: input beat -> output beat (Merge.latency)
     partial_slice:  int     # a core's partial register -> the routing: 0, or 1 through a register slice
-    pipe_slices:    bool    # the tree's and the normalizer's register slices are PipeRegisters (compact)
+    pipe_slices:    bool    # the tree nodes' register slices are PipeRegisters (compact)
+    final_slice:    bool    # a skid buffer between the scale lookup and the normalizer (not compact)
+    arbiter:        bool    # the arbiter's register (not on one core with the compact pipeline)
 
 
 def timing(cfg, latency=2, partial_slices=False):
@@ -247,6 +251,8 @@ def timing(cfg, latency=2, partial_slices=False):
         merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
         partial_slice=skid if partial_slices else 0,
         pipe_slices=cfg.pipeline == "compact",                  # register_slice(cfg)
+        final_slice=cfg.pipeline != "compact",                  # LeanAttention._final_slice
+        arbiter=cfg.cores > 1 or cfg.pipeline != "compact",     # LeanAttention._arbitrate
     )
 
 
@@ -626,7 +632,8 @@ def _downstream(t, sources, merges_at, held, heads, record):
     nodes = [node for level in reversed(levels) for node in level]       # root first
     root = nodes[0] if nodes else None
     count = len(sources) + (1 if root else 0)
-    locked, arb, scales, final, wait = False, None, None, slice_(), 0
+    # final: the slice in front of the normalizer (None: the scale lookup's register feeds it).
+    locked, arb, scales, final, wait = False, None, None, _Skid() if t.final_slice else None, 0
     sliced = [s for s in sources if isinstance(s, _Sliced)]
     left = heads
     last_in = None
@@ -635,7 +642,7 @@ def _downstream(t, sources, merges_at, held, heads, record):
         moved = False
         # --- ready, from the normalizer back to the arbiter -------------------------------------------
         norm_ready = wait == 0
-        sc_adv = scales is None or final.free(norm_ready)
+        sc_adv = scales is None or (final.free(norm_ready) if final else norm_ready)
         ar_adv = arb is None or sc_adv
         valid = [s.valid(x) and not s.is_cut() for s in sources]
         if root:
@@ -677,8 +684,9 @@ def _downstream(t, sources, merges_at, held, heads, record):
             ready[id(node.a)], ready[id(node.b)] = a_ready, b_ready
             plan.append((node, adv, route, item))
         # --- normalizer, final skid, scale lookup, arbiter ----------------------------------------------
-        if final.main is not None and norm_ready:
-            head, last = final.main
+        offered = final.main if final else scales       # the normalizer's input
+        if offered is not None and norm_ready:
+            head, last = offered
             last_in = x
             if last:
                 record["head_done"][head] = x + t.norm_latency
@@ -687,11 +695,20 @@ def _downstream(t, sources, merges_at, held, heads, record):
             moved = True
         elif wait:
             wait -= 1
-        moved |= final.step(scales, norm_ready)
-        if sc_adv:
+        if final:
+            moved |= final.step(scales, norm_ready)
+        if not t.arbiter:                               # a lone core: its beats enter the scale lookup
+            if sc_adv:
+                moved |= scales is not None
+                scales = None
+                if valid[0]:
+                    scales = sources[0].beat()
+                    sources[0].take(x)
+                    moved = True
+        elif sc_adv:
             moved |= scales is not None or arb is not None
             scales = arb
-        if ar_adv:
+        if t.arbiter and ar_adv:
             moved |= arb is not None
             arb = None
             if valid[grant]:
@@ -732,7 +749,7 @@ def _downstream(t, sources, merges_at, held, heads, record):
             continue
         # Nothing moved: nothing will until a core offers a partial or the normalizer takes a beat.
         pending = [s.ready_at for s in sources if s.ready_at is not None and s.ready_at > x]
-        if final.main is not None:
+        if (final.main if final else scales) is not None:
             pending.append(x + wait + 1)
         if not pending:
             raise RuntimeError("the downstream model has nothing left to do before the job ends")
@@ -891,8 +908,9 @@ def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     cores (``heads`` divides ``cores``, ``cores / heads >= 2`` divides ``n``): every core holds one
     segment of ``n0 = n * heads / cores`` keys, every partial goes through the tree.
 
-    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + 3 + R * (B - 1)
-    + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, else 0.
+    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + D + R * (B - 1)
+    + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, else 0; ``D`` the registers from
+    the arbiter to the normalizer (3; 2 with the compact pipeline, which has no final slice).
     """
     t = timing(cfg, latency, partial_slices)
     _check_positive("heads", heads)
@@ -904,21 +922,34 @@ def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     b, r = t.bpk, t.norm_cycles
     n0 = n * heads // cfg.cores
     return (_front_end(t, heads) + (min(t.tile, n0) + n0) * b + t.pv_latency + t.partial_slice
-            + 2 + (t.merge_latency + 1) * t.tree_levels + 3 + r * (b - 1) + t.norm_latency
+            + 2 + (t.merge_latency + 1) * t.tree_levels + _registers(t) + r * (b - 1) + t.norm_latency
             + (heads - 1) * r * b)
+
+
+def _registers(t):
+    """``D``: the registers from the arbiter's input to the normalizer's: the arbiter's (unless a
+    lone core has none), the scale lookup's, the final slice's (not with the compact pipeline)."""
+    return t.arbiter + 1 + t.final_slice
+
+
+def _held(t):
+    """``Q``: the beats those registers hold (the final slice is a skid buffer: two)."""
+    return t.arbiter + 1 + 2 * t.final_slice
 
 
 def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     """Cycles of ``heads = m * cores`` heads of ``n`` keys each: every core holds ``m`` whole heads.
 
-    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n) + n) * B + P + X + 3 + NL + max((m - 1) * S + (C - 1)
-    * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 5 - 2 * X + Y) * (R
+    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n) + n) * B + P + X + D + NL + max((m - 1) * S + (C - 1)
+    * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 1 - 2 * X - Q) * (R
     - 1)``, the cycles between two segments of a core when its partial finds the normalizer idle,
     ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers let
-    the core go on two beats earlier), else 0, and ``Y = 1`` with the compact pipeline (the
-    normalizer's register slice holds one beat, not two), else 0. The first term holds while the
+    the core go on two beats earlier), else 0; ``D`` the registers from the arbiter's input to the
+    normalizer's and ``Q`` the beats they hold: the arbiter (1; none for one core with the compact
+    pipeline), the scale lookup (1) and the final skid buffer (1 register, 2 beats; none with the
+    compact pipeline), so ``D = 3, Q = 4`` with the full pipeline. The first term holds while the
     cores keep the normalizer waiting (``S >= C * R * B``), the second while the normalizer keeps
-    the cores waiting. Needs ``B >= 5 + 2 * X - Y`` when ``R > 1``.
+    the cores waiting. Needs ``B >= 1 + 2 * X + Q`` when ``R > 1``.
     """
     t = timing(cfg, latency, partial_slices)
     _check_positive("heads", heads)
@@ -926,14 +957,14 @@ def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
     if heads % cfg.cores:
         raise ValueError(f"heads must be a multiple of cores ({cfg.cores}), not {heads}")
     b, r, c, x = t.bpk, t.norm_cycles, cfg.cores, t.partial_slice
-    buffered = 5 + 2 * x - t.pipe_slices
+    buffered = 1 + 2 * x + _held(t)
     if r > 1 and b < buffered:
         raise ValueError(f"the formula needs head_dim / lanes >= {buffered} when norm_cycles > 1"
                          f"{' and partial_slices' if x else ''}, not {b}")
     m = heads // c
     step = (n + 1) * b + 3 + (b - buffered) * (r - 1)
-    return (_front_end(t, heads) + (min(t.tile, n) + n) * b + t.pv_latency + x + 3 + t.norm_latency
-            + max((m - 1) * step + (c - 1) * r * b + r * (b - 1), r * (heads * b - 1)))
+    return (_front_end(t, heads) + (min(t.tile, n) + n) * b + t.pv_latency + x + _registers(t)
+            + t.norm_latency + max((m - 1) * step + (c - 1) * r * b + r * (b - 1), r * (heads * b - 1)))
 
 
 def _check_positive(name, value):

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from leanattn.cli import UsageError
 from leanattn.hdl.config import PRESETS
@@ -22,6 +23,7 @@ from leanattn.hdl.pv import PVAccumulator
 from leanattn.hdl.skid import SkidBuffer
 from leanattn.hdl.slicemul import SlicedProducts
 from leanattn.hdl.tilebuf import TileBuffer
+from leanattn.hdl.top import LeanAttention
 from leanattn.hdl.tree import TreeNode
 from leanattn.sim import perf
 from leanattn.sim.configs import TEST_CONFIGS
@@ -83,15 +85,18 @@ def test_rtl_tiny_fast(request):
     check_against_rtl(request, PRESETS["tiny"], FAST_SHAPES, latency=2, seed=11)
 
 
-@pytest.mark.parametrize("name, latency", [("tiny", 2), pytest.param("default", 5, marks=pytest.mark.slow),
+@pytest.mark.parametrize("name, latency", [("tiny", 2), ("tiny1_compact", 2),
+                                           pytest.param("default", 5, marks=pytest.mark.slow),
                                            pytest.param("tiny4", 3, marks=pytest.mark.slow)])
 def test_rtl_compact(request, name, latency):
     """The compact pipeline (fewer registers in the merge, reciprocal, exp2 and score units;
-    one-beat register slices in the cores, the tree and before the normalizer): the model's
-    cycles on every job, at tiny (the normalizer slower than the cores: its slice holds back the
-    scale lookup), default and four tiny cores (two tree levels)."""
+    one-beat register slices in the cores and the tree; no slice before the normalizer, and no
+    arbiter for one core): the model's cycles on every job, at tiny (the normalizer slower than
+    the cores: it holds back the scale lookup), tiny on one core, default and four tiny cores
+    (two tree levels)."""
     cfg = FORMULA_CONFIGS[name].replace(pipeline="compact")
-    shapes = FAST_SHAPES if name == "tiny" else random_shapes(cfg, np.random.default_rng(31), 16)
+    shapes = FAST_SHAPES if name.startswith("tiny") and name != "tiny4" else random_shapes(
+        cfg, np.random.default_rng(31), 16)
     check_against_rtl(request, cfg, shapes, latency=latency, seed=13)
 
 
@@ -197,6 +202,18 @@ def test_timing_matches_units(name, latency):
         + 1 + n * t.bpk - 1 + t.pv_latency + t.bpk - 1)
 
 
+@pytest.mark.parametrize("cfg", [PRESETS["tiny"], PRESETS["tiny"].replace(cores=1), TEST_CONFIGS["odd"],
+                                 TEST_CONFIGS["odd"].replace(cores=1)], ids=["tiny", "tiny1", "odd", "odd1"])
+def test_timing_matches_top(cfg):
+    """The downstream registers the model counts are the top's: the arbiter (not for a lone core
+    with the compact pipeline) and the final skid buffer (not with the compact pipeline)."""
+    t = perf.timing(cfg)
+    names = {name for _, name, _ in Fragment.get(LeanAttention(cfg), None).subfragments}
+    assert ("arbiter" in names) == t.arbiter == (cfg.cores > 1 or cfg.pipeline == "full")
+    assert ("final_skid" in names) == t.final_slice == (cfg.pipeline == "full")
+    assert {"scales", "norm"} <= names
+
+
 @pytest.mark.parametrize("dsp_bits", [9, 16, 17, 18, 27])
 @pytest.mark.parametrize("cycles", [1, 2, 3, 8, 32])
 def test_phases_match_sliced_products(dsp_bits, cycles):
@@ -214,6 +231,7 @@ FORMULA_CONFIGS = {
     **PRESETS,
     "tiny4": PRESETS["tiny"].replace(cores=4, norm_cycles=2, max_heads=64),
     "tiny4_compact": PRESETS["tiny"].replace(cores=4, norm_cycles=2, max_heads=64, pipeline="compact"),
+    "tiny1_compact": PRESETS["tiny"].replace(cores=1, pipeline="compact"),
     "default_r3": PRESETS["default"].replace(norm_cycles=3),
     "default_c1": PRESETS["default"].replace(cores=1),
 }
