@@ -259,34 +259,32 @@ class Normalizer(wiring.Component):
             carry(m, tag.last, out.last, self.stages, "last", advance)
 
         # --- partial: a first beat sets e and the output shift; the other beats use them ---------
-        first, e, amount = self._partial(m, take, recip_out.payload.e, tag)
+        first, e, shift = self._partial(m, take, recip_out.payload.e, tag)
         # P <= e < acc_l_bits as l >= 1.0: the shift takes the bits of e - P's range.
         align = (e - frac)[:bits_for(cfg.acc_l_bits - 1 - frac)]
 
         # --- the factor, the products, out --------------------------------------------------------
         if cycles == 1:
-            self._parallel(m, advance, take & first, recip_out.payload.r, tag, align, amount)
+            self._parallel(m, advance, take & first, recip_out.payload.r, tag, align, shift + frac)
         else:
             norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
             aligned = [saturate(round_shift(tag.o[k], align), norm_min, norm_max)
                        for k in range(cfg.lanes)]
-            self._serial(m, advance, valids, take, first, recip_out.payload.r, tag, aligned, amount)
+            self._serial(m, advance, valids, take, first, recip_out.payload.r, tag, aligned, shift)
         return m
 
     def _partial(self, m, take, e, tag):
-        """``(first, e, amount)``: whether the beat at the reciprocal's output starts a partial,
-        and the partial's ``e`` and ``P + out_shift`` (the beat's own on a first beat, else held
+        """``(first, e, shift)``: whether the beat at the reciprocal's output starts a partial,
+        and the partial's ``e`` and ``out_shift`` (the beat's own on a first beat, else held
         from its partial's first)."""
-        cfg = self._cfg
         first = Signal(init=1, name="first")       # the next beat starts a partial
         part_e = Signal.like(e, name="part_e")
-        part_amount = Signal(range(cfg.exp_frac_bits + cfg.out_shift_max + 1), name="part_amount")
-        amount = tag.out_shift + cfg.exp_frac_bits
+        part_shift = Signal.like(tag.out_shift, name="part_shift")
         with m.If(take):
             m.d.sync += first.eq(tag.last)
             with m.If(first):
-                m.d.sync += [part_e.eq(e), part_amount.eq(amount)]
-        return first, Mux(first, e, part_e), Mux(first, amount, part_amount)
+                m.d.sync += [part_e.eq(e), part_shift.eq(tag.out_shift)]
+        return first, Mux(first, e, part_e), Mux(first, tag.out_shift, part_shift)
 
     def _factor_shape(self):
         return unsigned(bits_for(self._factor_max))
@@ -343,7 +341,7 @@ class Normalizer(wiring.Component):
             m.d.sync += [out.out[k].eq(saturate(add_rounded(0, round_z[k], 1), cfg.output_min,
                                                 cfg.output_max)) for k in lanes]
 
-    def _serial(self, m, advance, valids, take, first, r, tag, aligned, amount):
+    def _serial(self, m, advance, valids, take, first, r, tag, aligned, shift):
         """``norm_cycles > 1``: the factor and the lane products on shared multipliers.
 
         Beats enter ``scale`` at least ``norm_cycles`` advancing cycles apart, so a run of ``n``
@@ -360,13 +358,13 @@ class Normalizer(wiring.Component):
         slots = lambda count: -(-count // cfg.norm_cycles)
 
         # --- scale .. facF: the beat waits while a first beat's factor is multiplied -------------
-        # The amount, head and last wait for out (from scale to the stage before it); first and
+        # The output shift, head and last wait for out (from scale to the stage before it); first and
         # the aligned lanes for lanes (from scale to facF).
         waiting = _queue(m, {"first": (first, 1),
                              **{f"aligned_{k}": (aligned[k], signed(cfg.norm_o_bits)) for k in lanes}},
                          put=take, take=advance & valids[fac_last], depth=slots(len(fac_stages)),
                          name="fac_q")
-        ending  = _queue(m, {"amount": (amount, amount.shape()), "head": (tag.head, len(tag.head)),
+        ending  = _queue(m, {"shift": (shift, shift.shape()), "head": (tag.head, len(tag.head)),
                              "last": (tag.last, 1)},
                          put=take, take=advance & valids[out_from], depth=slots(len(self.stages) - 1),
                          name="out_q")
@@ -401,6 +399,10 @@ class Normalizer(wiring.Component):
                                    names=[f"lacc_prod_{k}" for k in lanes])
 
         # --- out: round away P + out_shift fraction bits, saturate to output_bits ----------------
+        # round_shift(x, P + s) == ((y >> s) + 1) >> 1 with y = x >> (P - 1) (floor shifts
+        # compose): the constant part of the shift costs nothing, the barrel shifter is the
+        # out_shift's bits wide over P - 1 fewer bits.
         with m.If(advance):
-            m.d.sync += [out.out[k].eq(saturate(round_shift(products[k], ending["amount"]),
+            m.d.sync += [out.out[k].eq(saturate((((products[k] >> (cfg.exp_frac_bits - 1))
+                                                  >> ending["shift"]) + 1) >> 1,
                                                 cfg.output_min, cfg.output_max)) for k in lanes]
