@@ -21,7 +21,7 @@ answer them never holds back the K requests of later segments: the QK pass of ti
 of the next segment's first tile) runs while the PV pass of tile ``t`` waits for its values.
 """
 
-from amaranth.hdl import Array, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -33,6 +33,7 @@ from .layouts import partial_layout
 from .pipeline import has_tag
 from .ports import kv_data_layout, kv_request_layout, query_write_layout, segment_layout
 from .pv import pv_latency, v_layout
+from .ring import ring_for
 from .score import ScoreScale, qk_scale_layout
 from .skid import SkidBuffer, register_slice
 from .softmax import OnlineSoftmax
@@ -131,48 +132,6 @@ def _count_beats(m, cfg, fire, keys, name):
 
 # --- request issuer ------------------------------------------------------------------------------
 
-class _Ring:
-    """A first-in, first-out ring of ``depth`` slots inside a module. Drive ``push`` (with
-    ``data``) only while ``room``, and ``pop`` only while ``valid``; ``head`` is the oldest entry.
-    An entry pushed at one edge is at the head from the next cycle on.
-
-    ``block=False``: the slots are registers and ``head`` is a multiplexer over them. ``block=True``:
-    the slots are a memory (block RAM) whose synchronous read port is addressed a cycle ahead, with
-    the slot that will be the oldest after this edge (the next one when ``pop``), and which reads
-    a slot written at the same edge as written (transparent): ``head`` is the port's data, the same
-    entry in the same cycle as with registers."""
-
-    def __init__(self, m, shape, depth, name, *, block=False):
-        ptr_range  = range(max(2, depth))                # (a bit even for a single slot)
-        put, take  = Signal(ptr_range, name=f"{name}_put"), Signal(ptr_range, name=f"{name}_take")
-        count      = Signal(range(depth + 1), name=f"{name}_count")
-        self.push, self.pop = Signal(name=f"{name}_push"), Signal(name=f"{name}_pop")
-        self.room  = count != depth
-        self.valid = count != 0
-        wrap = lambda ptr: Mux(ptr == depth - 1, 0, ptr + 1)
-        m.d.sync += count.eq(count + self.push - self.pop)
-        with m.If(self.pop):
-            m.d.sync += take.eq(wrap(take))
-        with m.If(self.push):
-            m.d.sync += put.eq(wrap(put))
-        if block:
-            m.submodules[name] = mem = Memory(shape=shape, depth=depth, init=[],
-                                              attrs={"ram_style": "block"})
-            write = mem.write_port()
-            read = mem.read_port(transparent_for=(write,))
-            m.d.comb += [
-                write.en.eq(self.push), write.addr.eq(put),
-                read.addr.eq(Mux(self.pop, wrap(take), take)),
-            ]
-            self.data, self.head = write.data, read.data
-        else:
-            self.data = Signal(shape, name=f"{name}_data")
-            slots = Array(Signal(shape, name=f"{name}_{i}", reset_less=True) for i in range(depth))
-            with m.If(self.push):
-                m.d.sync += slots[put].eq(self.data)
-            self.head = slots[take]
-
-
 class RequestIssuer(wiring.Component):
     """A command queue, a read-request port, and the record of the requests in flight.
 
@@ -180,9 +139,9 @@ class RequestIssuer(wiring.Component):
     in flight; it then leaves on ``o_req`` (``addr``, ``keys``) and at the same edge its length and
     tag enter the in-flight record, which ``o_pending`` offers to the response side. The response
     side takes the record (``o_pending.ready``) with the request's last response beat: that frees
-    the slot. Both queues are rings of registers; with the compact pipeline a ring of
-    :attr:`block_ring` entries or more is block RAM instead (the same cycles: see ``_Ring``), as
-    its registers would cost a logic cell each on an iCE40.
+    the slot. Both queues are rings (:func:`~leanattn.hdl.ring.ring_for`): of registers, or with the
+    compact pipeline of block RAM from :data:`~leanattn.hdl.ring.BLOCK_DEPTH` entries on (the same
+    cycles).
 
     Parameters
     ----------
@@ -209,9 +168,6 @@ class RequestIssuer(wiring.Component):
     Numerics: none.
     """
 
-    #: With the compact pipeline, rings of at least this many entries are block RAM.
-    block_ring = 4
-
     def __init__(self, cfg, *, tag_shape=0, queue, outstanding):
         _check_cfg(cfg)
         try:
@@ -233,11 +189,8 @@ class RequestIssuer(wiring.Component):
     def elaborate(self, platform):
         cfg, tagged = self._cfg, has_tag(self._tag_shape)
         m = Module()
-        block  = lambda depth: cfg.pipeline == "compact" and depth >= self.block_ring
-        queue  = _Ring(m, command_layout(cfg, self._tag_shape), self._queue, "queue",
-                       block=block(self._queue))
-        flight = _Ring(m, pending_layout(cfg, self._tag_shape), self._outstanding, "flight",
-                       block=block(self._outstanding))
+        queue  = ring_for(cfg, m, command_layout(cfg, self._tag_shape), self._queue, "queue")
+        flight = ring_for(cfg, m, pending_layout(cfg, self._tag_shape), self._outstanding, "flight")
 
         # --- queue: commands not yet issued ------------------------------------------------------
         m.d.comb += [
@@ -478,8 +431,8 @@ class AttentionCore(wiring.Component):
     accumulator, and its tile, table and accumulator memories); the command queues (``k_queue +
     lead`` segments), the in-flight records (``2 * outstanding``) and the two register slices are
     registers, except that with the compact pipeline the rings of
-    :attr:`RequestIssuer.block_ring` entries or more (the V queue and both in-flight records) are
-    block RAM. The query address ``head * beats_per_key`` is a sum of shifted copies, not a
+    :data:`~leanattn.hdl.ring.BLOCK_DEPTH` entries or more (the V queue and both in-flight records)
+    are block RAM. The query address ``head * beats_per_key`` is a sum of shifted copies, not a
     multiplier.
     """
 
@@ -489,8 +442,9 @@ class AttentionCore(wiring.Component):
     #: depth). The K side runs ahead of the V side by at most the tile buffer's four tiles and the
     #: keys in the K pipeline: for segments of at least a tile, eight cover it.
     lead = 8
-    #: Segments the K command queue holds (the K side issues them as soon as a slot is free).
-    k_queue = 2
+    #: Segments the K command queue holds (the K side issues them as soon as a slot is free); 1
+    #: with the compact pipeline (:attr:`k_queue`).
+    K_QUEUE = 2
 
     def __init__(self, cfg):
         _check_cfg(cfg)
@@ -514,6 +468,13 @@ class AttentionCore(wiring.Component):
     @property
     def cfg(self):
         return self._cfg
+
+    @property
+    def k_queue(self):
+        """Segments the K command queue holds: :data:`K_QUEUE`, 1 with the compact pipeline (the
+        K side then takes a segment once the one before has left as a request; the queue's
+        registers would cost a logic cell each on an iCE40)."""
+        return 1 if self._cfg.pipeline == "compact" else self.K_QUEUE
 
     @property
     def logit_latency(self):

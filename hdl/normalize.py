@@ -105,11 +105,12 @@ class Normalizer(wiring.Component):
     ``norm_cycles > 1``: the products are built from ``dsp_bits``-wide slices
     (:class:`~leanattn.hdl.slicemul.SlicedProducts`) on multipliers shared over ``norm_cycles``
     cycles: :attr:`factor_products` for ``r * out_mant`` and :attr:`lane_products` for the
-    ``lanes`` products aligned ``o`` x factor. Stages: ``scale`` (``o`` aligned; a first beat
-    loads the factor multiplier's operands), ``fac1`` .. ``facF`` (``F = factor phases + 1``: the
-    beat waits while the factor's slices go through its multipliers; in ``facF`` a first beat's
-    factor is complete and held), ``lanes`` (the aligned lanes, held as the lane multipliers'
-    operands), ``mul1`` .. ``mulM`` (``M = lane phases + 1``: the lane products, complete in
+    ``lanes`` products aligned ``o`` x factor. Stages: ``scale`` (``2 * o`` floor-shifted by
+    ``e - P``; a first beat loads the factor multiplier's operands), ``fac1`` .. ``facF`` (``F =
+    factor phases + 1``: the beat waits while the factor's slices go through its multipliers; in
+    ``facF`` a first beat's factor is complete and held), ``lanes`` (the aligned lanes, rounded
+    and saturated, held as the lane multipliers' operands), ``mul1`` .. ``mulM`` (``M = lane
+    phases + 1``: the lane products, complete in
     ``mulM``) and ``out``. A beat enters ``recip`` at most once per ``norm_cycles`` cycles, and
     ``scale`` as well, so every multiplier is free again when the next beat reaches it. For the
     same reason ``scale`` .. ``facF`` hold at most ``ceil((F + 1) / norm_cycles)`` beats and the
@@ -267,10 +268,9 @@ class Normalizer(wiring.Component):
         if cycles == 1:
             self._parallel(m, advance, take & first, recip_out.payload.r, tag, align, shift + frac)
         else:
-            norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
-            aligned = [saturate(round_shift(tag.o[k], align), norm_min, norm_max)
-                       for k in range(cfg.lanes)]
-            self._serial(m, advance, valids, take, first, recip_out.payload.r, tag, aligned, shift)
+            # 2 * o floor-shifted by e - P: its rounding and saturation wait for the lanes stage.
+            ys = [(tag.o[k] << 1) >> align for k in range(cfg.lanes)]
+            self._serial(m, advance, valids, take, first, recip_out.payload.r, tag, ys, shift)
         return m
 
     def _partial(self, m, take, e, tag):
@@ -341,7 +341,7 @@ class Normalizer(wiring.Component):
             m.d.sync += [out.out[k].eq(saturate(add_rounded(0, round_z[k], 1), cfg.output_min,
                                                 cfg.output_max)) for k in lanes]
 
-    def _serial(self, m, advance, valids, take, first, r, tag, aligned, shift):
+    def _serial(self, m, advance, valids, take, first, r, tag, ys, shift):
         """``norm_cycles > 1``: the factor and the lane products on shared multipliers.
 
         Beats enter ``scale`` at least ``norm_cycles`` advancing cycles apart, so a run of ``n``
@@ -359,9 +359,9 @@ class Normalizer(wiring.Component):
 
         # --- scale .. facF: the beat waits while a first beat's factor is multiplied -------------
         # The output shift, head and last wait for out (from scale to the stage before it); first and
-        # the aligned lanes for lanes (from scale to facF).
+        # the lanes' shifted o (``ys``: 2 * o floor-shifted by e - P) for lanes (from scale to facF).
         waiting = _queue(m, {"first": (first, 1),
-                             **{f"aligned_{k}": (aligned[k], signed(cfg.norm_o_bits)) for k in lanes}},
+                             **{f"y_{k}": (ys[k], ys[k].shape()) for k in lanes}},
                          put=take, take=advance & valids[fac_last], depth=slots(len(fac_stages)),
                          name="fac_q")
         ending  = _queue(m, {"shift": (shift, shift.shape()), "head": (tag.head, len(tag.head)),
@@ -386,8 +386,12 @@ class Normalizer(wiring.Component):
         part_factor   = Signal(self._factor_shape(), name="part_factor", reset_less=True)
         lanes_aligned = [Signal(signed(cfg.norm_o_bits), name=f"lanes_aligned_{k}", reset_less=True)
                          for k in lanes]
+        norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
         with m.If(advance & valids[fac_last]):
-            m.d.sync += [lanes_aligned[k].eq(waiting[f"aligned_{k}"]) for k in lanes]
+            # round_shift(o, e - P) == (y >> 1) + y[0]: the rounding add and the saturation here,
+            # the barrel shift before the queue.
+            m.d.sync += [lanes_aligned[k].eq(saturate(add_rounded(0, waiting[f"y_{k}"], 1),
+                                                      norm_min, norm_max)) for k in lanes]
             with m.If(waiting["first"]):
                 m.d.sync += part_factor.eq(round_shift(product, cfg.recip_frac_bits))
 

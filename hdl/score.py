@@ -99,9 +99,9 @@ class ScoreScale(wiring.Component):
         offered back to back (1: one per cycle).
     latency : int
         Cycles from an input transfer to its output transfer: 5 with ``interval == 1``, else
-        ``5 + interval`` (the ``load`` register and ``interval - 1`` more cycles in ``mul``); 3
-        and ``3 + interval`` with ``pipeline == "compact"`` (no ``shf`` and ``rnd`` registers:
-        their logic feeds the output register).
+        ``5 + interval`` (the ``load`` register and ``interval - 1`` more cycles in ``mul``); 4
+        and ``4 + interval`` with ``pipeline == "compact"`` (no ``rnd`` register: its logic feeds
+        the output register).
 
     Latency: :attr:`latency` cycles, without stalls.
     Throughput: one result per :attr:`interval` cycles, sustained (inputs offered back to back are
@@ -145,9 +145,9 @@ class ScoreScale(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input transfer to its output transfer (no stalls): the ``mul``, ``sum``,
-        ``shf`` and ``rnd`` registers and the output register; with a serial multiplier also the
+        ``shf`` and ``rnd`` (not compact) registers and the output register; with a serial multiplier also the
         ``load`` register and ``interval - 1`` more cycles of ``mul``."""
-        stages = 3 if self._cfg.pipeline == "compact" else 5
+        stages = 4 if self._cfg.pipeline == "compact" else 5
         return stages if self.interval == 1 else stages + self.interval
 
     @staticmethod
@@ -218,10 +218,10 @@ class ScoreScale(wiring.Component):
                              fine=(mul["fine"], mul["fine"].shape()), tag=(mul["tag"], tag_shape))
 
         # --- shf: the coarse floor shift by whole multiples of 2**FINE_SHIFT_BITS ------------------
-        # (With the compact pipeline shf and rnd are the out stage's logic.)
+        # (With the compact pipeline rnd is the out stage's logic.)
         full = cfg.pipeline == "full"
         coarse = Cat(C(0, FINE_SHIFT_BITS), summed["coarse"])
-        shf = self._stage(m, advance, "shf", summed["valid"], full, x=(prod >> coarse, prod_shape),
+        shf = self._stage(m, advance, "shf", summed["valid"], x=(prod >> coarse, prod_shape),
                           fine=(summed["fine"], summed["fine"].shape()), tag=(summed["tag"], tag_shape))
 
         # --- rnd: round to nearest (ties up) by the rest of the shift ------------------------------

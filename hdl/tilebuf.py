@@ -9,12 +9,13 @@ the exp2 unit. Replay of tile ``t`` overlaps the arrival of tile ``t + 1`` (the 
 four tiles), which is how the PV pass of one tile runs while the QK pass of the next is under way.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import bits_for, ceil_log2
+from .ring import ring_for
 
 __all__ = ["TileBuffer", "score_layout", "key_tag_layout", "key_layout"]
 
@@ -102,25 +103,14 @@ class TileBuffer(wiring.Component):
         wrote, replayed = Signal(), Signal()
         m.d.sync += used.eq(used + wrote - replayed)
 
-        # Completed tiles waiting for replay: a small queue of records (at most one per buffered
-        # tile), read combinationally at its head.
-        tiles = Array(Signal(_tile_layout(cfg), name=f"tile_{i}") for i in range(TILES_BUFFERED))
-        tiles_put, tiles_take = Signal(range(TILES_BUFFERED)), Signal(range(TILES_BUFFERED))
-        tiles_count = Signal(range(TILES_BUFFERED + 1))
-        push, pop = Signal(), Signal()
-        m.d.sync += tiles_count.eq(tiles_count + push - pop)
-        with m.If(push):
-            m.d.sync += tiles_put.eq(tiles_put + 1)
-        with m.If(pop):
-            m.d.sync += tiles_take.eq(tiles_take + 1)
-        queue = (tiles[tiles_put], tiles_count < TILES_BUFFERED, push,
-                 tiles[tiles_take], tiles_count != 0, pop)
-
-        self._fill(m, logits.write_port(), queue[:3], used, wrote, ptr_bits)
-        self._replay(m, logits.read_port(), queue[3:], replayed, ptr_bits)
+        # Completed tiles waiting for replay: a ring of records (at most one per buffered tile),
+        # its oldest at the head.
+        tiles = ring_for(cfg, m, _tile_layout(cfg), TILES_BUFFERED, "records")
+        self._fill(m, logits.write_port(), tiles, used, wrote, ptr_bits)
+        self._replay(m, logits.read_port(), tiles, replayed, ptr_bits)
         return m
 
-    def _fill(self, m, wr, queue, used, wrote, ptr_bits):
+    def _fill(self, m, wr, tiles, used, wrote, ptr_bits):
         """Write logits, track the tile's max and length, close tiles into the tile FIFO."""
         cfg = self._cfg
         fill_ptr   = Signal(ptr_bits)
@@ -132,15 +122,20 @@ class TileBuffer(wiring.Component):
         tile_max = Mux(fill_count == 0, score.s, Mux(score.s > fill_max, score.s, fill_max))
         closes = score.seg_last | (count == cfg.tile)
 
-        record, room, push = queue
+        record = tiles.data
         m.d.comb += [
             # Room for the logit, and for the tile record if this logit closes its tile.
-            self.i_score.ready.eq((used < TILES_BUFFERED * cfg.tile) & (~closes | room)),
+            self.i_score.ready.eq((used < TILES_BUFFERED * cfg.tile) & (~closes | tiles.room)),
             wrote.eq(self.i_score.valid & self.i_score.ready),
             wr.addr.eq(fill_ptr),
             wr.data.eq(score.s),
             wr.en.eq(wrote),
-            push.eq(wrote & closes),
+            tiles.push.eq(wrote & closes),
+            record.max.eq(tile_max >> cfg.logit_frac_bits),
+            record.count.eq(count),
+            record.first_seg.eq(fill_first),
+            record.last_seg.eq(score.seg_last),
+            record.head.eq(score.head),
         ]
         with m.If(wrote):
             m.d.sync += [
@@ -149,19 +144,12 @@ class TileBuffer(wiring.Component):
                 fill_count.eq(Mux(closes, 0, count)),
             ]
             with m.If(closes):
-                m.d.sync += [
-                    fill_first.eq(score.seg_last),
-                    record.max.eq(tile_max >> cfg.logit_frac_bits),
-                    record.count.eq(count),
-                    record.first_seg.eq(fill_first),
-                    record.last_seg.eq(score.seg_last),
-                    record.head.eq(score.head),
-                ]
+                m.d.sync += fill_first.eq(score.seg_last)
 
-    def _replay(self, m, rd, queue, replayed, ptr_bits):
+    def _replay(self, m, rd, tiles, replayed, ptr_bits):
         """Pop tiles; read their logits back in order and emit ``t = s - m_new * 2**F``."""
         cfg = self._cfg
-        tile, ready, pop = queue
+        tile, ready, pop = tiles.head, tiles.valid, tiles.pop
         run_max  = Signal(signed(cfg.max_bits))
         read_ptr = Signal(ptr_bits)
         left     = Signal(range(cfg.tile + 1))          # logits of the current tile still to read

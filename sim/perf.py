@@ -217,9 +217,10 @@ def timing(cfg, latency=2, partial_slices=False):
     _check_latency(latency)
     _check_partial_slices(partial_slices)
     bpk = cfg.beats_per_key
-    # ScoreScale: 5 stages, plus the load stage and interval - 1 cycles with shared multipliers.
+    # ScoreScale: 5 stages (4 compact), plus the load stage and interval - 1 cycles with shared
+    # multipliers.
     interval = _phases((-cfg.qk_max, cfg.qk_max), (0, (1 << cfg.scale_bits) - 1), cfg.dsp_bits, bpk)
-    stages = 3 if cfg.pipeline == "compact" else 5
+    stages = 4 if cfg.pipeline == "compact" else 5
     scale = stages if interval == 1 else stages + interval
     dot = 1 + (ceil_log2(cfg.lanes) + 2) // 2                  # DotProduct.latency
     skid = 1                                                    # SkidBuffer.latency
@@ -245,7 +246,8 @@ def timing(cfg, latency=2, partial_slices=False):
         logit_latency=logit,
         weight_latency=2 + exp2,                                # TileBuffer.latency + exp2
         pv_latency=3 if cfg.beats_per_key > 1 else 4,           # PVAccumulator.latency
-        outstanding=4, k_queue=2,                               # AttentionCore.outstanding, k_queue
+        outstanding=4,                                          # AttentionCore.outstanding
+        k_queue=1 if cfg.pipeline == "compact" else 2,          # AttentionCore.k_queue
         norm_cycles=cfg.norm_cycles,
         norm_latency=recip + norm,                              # Normalizer.latency
         merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))

@@ -30,10 +30,11 @@ from amaranth.sim import Simulator
 from tiers import config_params
 
 from leanattn.hdl.config import PRESETS
-from leanattn.hdl.core import AttentionCore, KeyJoin, RequestIssuer, ValueGate, _Ring
+from leanattn.hdl.core import AttentionCore, KeyJoin, RequestIssuer, ValueGate
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.ports import kv_data_layout, kv_request_layout, query_write_layout, segment_layout
 from leanattn.hdl.pv import pv_latency
+from leanattn.hdl.ring import Ring
 from leanattn.sim import golden
 from leanattn.sim.cocotb_util import (
     AMARANTH_LINT_WAIVERS,
@@ -592,12 +593,12 @@ def test_core_lead(name):
 
 @pytest.mark.parametrize("depth", [1, 2, 5, 8])
 def test_ring_forms(depth):
-    """``_Ring`` in registers and in block RAM, pushed and popped at random (also both at once, on
+    """``Ring`` in registers and in block RAM, pushed and popped at random (also both at once, on
     a full and an empty ring): the same ``head``, ``valid`` and ``room`` as a reference queue in
     every cycle, the entry pushed at an edge at the head from the next cycle on."""
     shape = 13
     m = Module()
-    rings = [_Ring(m, shape, depth, "regs"), _Ring(m, shape, depth, "bram", block=True)]
+    rings = [Ring(m, shape, depth, "regs"), Ring(m, shape, depth, "bram", block=True)]
     push, pop, value = Signal(), Signal(), Signal(shape)
     for ring in rings:
         m.d.comb += [ring.push.eq(push & ring.room), ring.pop.eq(pop & ring.valid), ring.data.eq(value)]

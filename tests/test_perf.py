@@ -189,7 +189,7 @@ def test_timing_matches_units(name, latency):
     assert t.memory_latency == KVBank.latency + latency
     assert perf.BANK_LATENCY == KVBank.latency
     assert perf.ISSUE == AttentionCore.issue_latency
-    assert (t.outstanding, t.k_queue) == (AttentionCore.outstanding, AttentionCore.k_queue)
+    assert (t.outstanding, t.k_queue) == (AttentionCore.outstanding, core.k_queue)
     assert t.norm_latency == Normalizer(cfg).latency
     assert t.merge_latency == Merge(cfg).latency
     assert TreeNode(cfg).latency == t.merge_latency + SkidBuffer.latency

@@ -248,7 +248,7 @@ def test_timing_doc_latencies():
         assert column["requests in flight per port, at most"] == str(t.outstanding)
         assert t.outstanding == AttentionCore.outstanding
         queues = column["segments in the K command queue / V lead"]
-        assert queues == f"{AttentionCore.k_queue} / {AttentionCore.lead}"
+        assert queues == f"{AttentionCore(cfg).k_queue} / {AttentionCore.lead}" == f"{t.k_queue} / 8"
         # H (B + 1) + 6: the cycle model's first segment offer.
         assert column["job start to the first segments offered, for `H` heads"] == "`H·(B+1) + 6`"
         for heads in (1, 3):
