@@ -96,6 +96,13 @@ class BoardTop(wiring.Component):
         the two-core top after the KV slices). Default: as ``kv_slices``, with block RAM, not with
         SPRAM. Each partial beat reaches the tree or the arbiter a cycle later: the cycle model's
         ``partial_slices=True``.
+    request_slices : bool, optional
+        The accelerator with a register slice on every core's K and V requests
+        (``LeanAttention(request_slices=True)``), so that a request leaves the head of a core's
+        queue into a register, not across the die into the bank's request arithmetic in the same
+        cycle (on the ECP5 the critical path of the two-core top after the partial slices).
+        Default: as ``kv_slices``, with block RAM, not with SPRAM. Each request reaches its bank a
+        cycle later: the cycle model's ``request_slices=True``.
 
     Members
     -------
@@ -109,7 +116,7 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, cfg, *, divisor=None, bank_keys=None, baud=DEFAULT_BAUD, frequency=None, memory=None,
-                 timeout_bytes=TIMEOUT_BYTES, kv_slices=None, partial_slices=None):
+                 timeout_bytes=TIMEOUT_BYTES, kv_slices=None, partial_slices=None, request_slices=None):
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         if divisor is not None:
@@ -129,10 +136,12 @@ class BoardTop(wiring.Component):
             raise ValueError(f"frequency must be a positive number of Hz, not {frequency!r}")
         if memory is not None and memory not in MEMORIES:
             raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
-        for name, value in (("kv_slices", kv_slices), ("partial_slices", partial_slices)):
+        for name, value in (("kv_slices", kv_slices), ("partial_slices", partial_slices),
+                            ("request_slices", request_slices)):
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool or None, not {value!r}")
         self._kv_slices, self._partial_slices = kv_slices, partial_slices
+        self._request_slices = request_slices
         self._cfg = cfg
         self._divisor, self._bank_keys, self._baud = divisor, bank_keys, baud
         self._frequency, self._memory, self._timeout_bytes = frequency, memory, timeout_bytes
@@ -156,6 +165,11 @@ class BoardTop(wiring.Component):
         """Whether this top's accelerator has a register slice behind every core's partial with
         ``platform``."""
         return self._slices_for(self._partial_slices, platform)
+
+    def request_slices_for(self, platform):
+        """Whether this top's accelerator has a register slice on every core's K and V requests
+        with ``platform``."""
+        return self._slices_for(self._request_slices, platform)
 
     def _slices_for(self, choice, platform):
         """A register slice option: as given, else on with block RAM (the ECP5 boards, where it
@@ -192,7 +206,8 @@ class BoardTop(wiring.Component):
         # --- the accelerator and its memory; a RESET command resets both (the words stay) --------
         host = HostInterface(cfg, bank_keys=self.bank_keys_for(platform), divisor=divisor,
                              timeout=self._timeout_bytes * FRAME_BITS * divisor)
-        top = LeanAttention(cfg, partial_slices=self.partial_slices_for(platform))
+        top = LeanAttention(cfg, partial_slices=self.partial_slices_for(platform),
+                            request_slices=self.request_slices_for(platform))
         mem = self._memory_banks(platform)
         # The pulse through a register: it reaches every register of both, and straight from the
         # parser's state it was the ECP5's critical path (the UART's next byte is far off).

@@ -63,6 +63,20 @@ class LeanAttention(wiring.Component):
         sooner): :func:`leanattn.sim.perf.predict` with ``partial_slices=True`` counts them
         exactly. Default off: every slice costs twice a partial's width in flip-flops, and the
         iCE40 has no logic cells to spare.
+    request_slices : bool
+        A register slice (:class:`~leanattn.hdl.skid.SkidBuffer`, ``kreq_slice_<c>`` and
+        ``vreq_slice_<c>``) on every core's ``o_kreq`` and ``o_vreq``, between the head of the
+        core's request queue and the port: a request then leaves flip-flops, and the queue sees
+        only the slice's registered ``ready``, not the memory's request logic across the die (on
+        the ECP5 the critical path of the two-core top after the partial slices: a core's V
+        request into the bank's word offset, window end and checks in one cycle). Each request
+        reaches the memory one cycle later, at full throughput; outputs are bit for bit the same.
+        ``o_cycles`` grows by one on most jobs (each core's first K and V requests; the slice
+        holds two requests, so the later ones still reach the bank in time), by two or three on
+        some jobs of short heads at long memory latencies: :func:`leanattn.sim.perf.predict`
+        with ``request_slices=True`` counts them exactly.
+        Default off: every slice costs twice a request's width (``kv_request_layout(cfg)``) in
+        flip-flops, two slices per core.
 
     Members
     -------
@@ -123,15 +137,18 @@ class LeanAttention(wiring.Component):
         ideal = sum(int(n) for n in lengths) * cfg.beats_per_key / cfg.cores
         return 1.05 * ideal + a + b * -(-len(lengths) // cfg.cores)
 
-    def __init__(self, cfg, *, partial_slices=False):
+    def __init__(self, cfg, *, partial_slices=False, request_slices=False):
         check_unit_args(cfg, 0)
         if cfg.schedule not in RTL_SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(RTL_SCHEDULES)} for the hardware "
                              f"(the golden and cycle models also know the others), not {cfg.schedule!r}")
         if not isinstance(partial_slices, bool):
             raise TypeError(f"partial_slices must be a bool, not {partial_slices!r}")
+        if not isinstance(request_slices, bool):
+            raise TypeError(f"request_slices must be a bool, not {request_slices!r}")
         self._cfg = cfg
         self._partial_slices = partial_slices
+        self._request_slices = request_slices
         members = {
             "i_desc":  In(stream.Signature(descriptor_layout(cfg))),
             "i_query": In(stream.Signature(query_layout(cfg))),
@@ -154,6 +171,11 @@ class LeanAttention(wiring.Component):
     def partial_slices(self):
         """Whether every core's partial leaves through a register slice (see the parameter)."""
         return self._partial_slices
+
+    @property
+    def request_slices(self):
+        """Whether every core's K and V requests leave through register slices (see the parameter)."""
+        return self._request_slices
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -179,8 +201,9 @@ class LeanAttention(wiring.Component):
         # --- the cores and their memory ports -----------------------------------------------------
         for c, core in enumerate(cores):
             wiring.connect(m, getattr(sched, f"o_seg_{c}"), core.i_seg)
-            wiring.connect(m, core.o_kreq, wiring.flipped(getattr(self, f"o_kreq_{c}")))
-            wiring.connect(m, core.o_vreq, wiring.flipped(getattr(self, f"o_vreq_{c}")))
+            for kind, req in (("k", core.o_kreq), ("v", core.o_vreq)):
+                req = self._request(m, kind, c, req)
+                wiring.connect(m, req, wiring.flipped(getattr(self, f"o_{kind}req_{c}")))
             wiring.connect(m, wiring.flipped(getattr(self, f"i_k_{c}")), core.i_k)
             wiring.connect(m, wiring.flipped(getattr(self, f"i_v_{c}")), core.i_v)
 
@@ -214,6 +237,15 @@ class LeanAttention(wiring.Component):
             return final
         m.submodules.final_skid = skid = SkidBuffer(shape=final.payload.shape())
         wiring.connect(m, final, skid.i_data)
+        return skid.o_data
+
+    def _request(self, m, kind, c, req):
+        """Core ``c``'s ``kind`` (``"k"`` or ``"v"``) request stream: the core's own, or with
+        ``request_slices`` the output of a register slice behind it."""
+        if not self._request_slices:
+            return req
+        m.submodules[f"{kind}req_slice_{c}"] = skid = SkidBuffer(shape=kv_request_layout(self._cfg))
+        wiring.connect(m, req, skid.i_data)
         return skid.o_data
 
     def _partials(self, m, cores):

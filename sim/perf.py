@@ -9,7 +9,10 @@ per case, ``tiny`` at latency 2 (fast tier) and 7, ``default`` at latency 5, plu
 measured at ``default`` latency 2 and ``tiny`` latency 30. With ``partial_slices=True`` it is the
 count of ``LeanAttention(cfg, partial_slices=True)`` (a register slice behind every core's
 partial), compared the same way at ``tiny`` latency 2 (fast tier; also on one core),
-``default`` latency 3 and ``default`` under ``flashdecoding`` at latency 5.
+``default`` latency 3 and ``default`` under ``flashdecoding`` at latency 5. With
+``request_slices=True`` it is the count of ``LeanAttention(cfg, request_slices=True)`` (a register
+slice on every core's K and V requests), compared at ``tiny`` latency 2 (fast tier), ``default``
+latencies 3 and 150, and with both kinds of slices at ``tiny`` latency 2 and ``default`` latency 3.
 
 The model
 ---------
@@ -24,6 +27,10 @@ Cycles count from the job's first input transfer (cycle 0) to its last output be
    previous request (the bank holds one request beside the one it answers) and after the request
    ``outstanding`` before it was fully read. The beats of one request follow the previous one's
    back to back; the first arrives ``M = KVBank.latency + latency`` cycles after its request.
+   With ``request_slices`` a register slice (two entries) stands between the core's request
+   queue and the bank: a request reaches the bank a cycle after it left the core at the
+   earliest, and leaves the core only once the request two back has left the slice (the rule of
+   both ports, K and V: :func:`_request`).
    Each key's logit reaches the tile buffer ``logit_latency`` cycles after its last K beat, so a
    tile *closes* ``logit_latency`` cycles after the K beat that ends it. The K side never waits
    for the V side in a way that matters: it only stalls when four tiles wait in the tile buffer,
@@ -64,17 +71,19 @@ Notation: ``H`` heads of ``n`` keys each on ``C`` cores; ``B = head_dim // lanes
 ``T = tile``, ``R = norm_cycles``, ``lev = tree_levels``, ``M = 2 + latency`` (request to first
 beat), ``Lq = logit_latency``, ``W = weight_latency``, ``P = 3`` (last value beat to the first
 partial beat), ``NL = norm_latency``, ``X = partial_slice`` (1 with ``partial_slices``, else 0),
-``G = merge_latency + 1`` (a tree node: 6, or 2 with the compact pipeline) -- all in
+``Z = request_slice`` (1 with ``request_slices``, else 0), ``G = merge_latency + 1`` (a tree
+node: 6, or 2 with the compact pipeline) -- all in
 :func:`timing`. Per preset: ``tiny`` B 32, T 16, C 2, R 4, Lq 12, W 5, NL 13, lev 1;
 ``default`` B 8, T 32, C 4, R 1, Lq 13, W 5, NL 12, lev 2; ``wide`` B 8, T 64, C 8, R 1, Lq 14,
 W 7, NL 12, lev 3. Every formula starts with the cycle at
 which a core whose first segment has ``k`` keys takes that segment's last value beat::
 
-    E(k) = H * (B + 1) + 6 + M + Lq + W + (min(T, k) + k) * B
+    E(k) = H * (B + 1) + 6 + M + Z + Lq + W + (min(T, k) + k) * B
 
-(loading ``H * B`` query beats, the scan of ``H`` heads, the K request, the first tile's QK pass,
-the logit and weight latencies, then the PV pass of all ``k`` keys: the last tile's PV pass after
-its QK pass is what a core pays once per segment start).
+(loading ``H * B`` query beats, the scan of ``H`` heads, the K request -- through the request
+slice a cycle later; a core's later requests are off the critical path of these jobs -- the
+first tile's QK pass, the logit and weight latencies, then the PV pass of all ``k`` keys: the last
+tile's PV pass after its QK pass is what a core pays once per segment start).
 
 *Heads split over cores* -- ``H`` divides ``C``, ``H < C``, ``n`` a multiple of ``C / H``; every
 core holds one segment of ``n0 = n * H / C`` keys and every partial is merged in the tree
@@ -102,10 +111,10 @@ B``. The second: the normalizer (one beat per ``R`` cycles, ``H * B`` beats) nev
 happens for short heads (``S < C * R * B``: at ``default`` ``n <= 2``, at ``tiny`` ``n <= 4``).
 
 ``tests/test_perf.py`` checks both formulas against :func:`predict` on grids of ``(H, n)`` and
-latencies, for every preset, with and without ``partial_slices``, and :func:`predict` against the
-RTL. Other shapes (ragged lengths, heads cut unevenly) have no closed form worth stating: a core's
-segments, its cut partials waiting in the leaf buffers and the order of the arbiter's grants all
-shift the end by a few beats; :func:`predict` covers them.
+latencies, for every preset, with and without ``partial_slices`` and ``request_slices``, and
+:func:`predict` against the RTL. Other shapes (ragged lengths, heads cut unevenly) have no closed
+form worth stating: a core's segments, its cut partials waiting in the leaf buffers and the order
+of the arbiter's grants all shift the end by a few beats; :func:`predict` covers them.
 
 Limits
 ------
@@ -205,17 +214,20 @@ class Timing:
     norm_latency:   int     # normalizer: input beat -> output beat
     merge_latency:  int     # a tree node's merge pipe: input beat -> output beat (Merge.latency)
     partial_slice:  int     # a core's partial register -> the routing: 0, or 1 through a register slice
+    request_slice:  int     # a core's request -> the bank's request port: 0, or 1 through a register slice
     pipe_slices:    bool    # the tree nodes' register slices are PipeRegisters (compact)
     final_slice:    bool    # a skid buffer between the scale lookup and the normalizer (not compact)
     arbiter:        bool    # the arbiter's register (not on one core with the compact pipeline)
 
 
-def timing(cfg, latency=2, partial_slices=False):
+def timing(cfg, latency=2, partial_slices=False, request_slices=False):
     """:class:`Timing` of ``cfg`` for a memory answering ``latency`` cycles later than the bank;
-    ``partial_slices``: for ``LeanAttention(cfg, partial_slices=True)``."""
+    ``partial_slices``, ``request_slices``: for ``LeanAttention(cfg, partial_slices=True)``,
+    ``LeanAttention(cfg, request_slices=True)``."""
     _check_cfg(cfg)
     _check_latency(latency)
-    _check_partial_slices(partial_slices)
+    _check_slices("partial_slices", partial_slices)
+    _check_slices("request_slices", request_slices)
     bpk = cfg.beats_per_key
     # ScoreScale: 5 stages (4 compact), plus the load stage and interval - 1 cycles with shared
     # multipliers.
@@ -252,6 +264,7 @@ def timing(cfg, latency=2, partial_slices=False):
         norm_latency=recip + norm,                              # Normalizer.latency
         merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
         partial_slice=skid if partial_slices else 0,
+        request_slice=skid if request_slices else 0,
         pipe_slices=cfg.pipeline == "compact",                  # register_slice(cfg)
         final_slice=cfg.pipeline != "compact",                  # LeanAttention._final_slice
         arbiter=cfg.cores > 1 or cfg.pipeline != "compact",     # LeanAttention._arbitrate
@@ -270,9 +283,9 @@ def _check_latency(latency):
         raise ValueError(f"latency must be at least 0, not {latency}")
 
 
-def _check_partial_slices(partial_slices):
-    if not isinstance(partial_slices, bool):
-        raise TypeError(f"partial_slices must be a bool, not {partial_slices!r}")
+def _check_slices(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
 
 
 def _lengths(lengths):
@@ -299,8 +312,9 @@ class SegmentTiming:
 
     ``skipped``: heads the segment generator passed over just before this segment (under
     ``flashdecoding``, heads too short to have a chunk on this core; 2 cycles each).
-    ``k_enter``: its transfer into the core; ``k_request``: its K request; ``k_first`` /
-    ``k_last``: its first and last K beat;
+    ``k_enter``: its transfer into the core; ``k_request``: its K request's transfer out of the
+    core (with ``request_slices`` into the register slice); ``k_first`` / ``k_last``: its first
+    and last K beat;
     ``tile_close``: when each of its tiles closed (last logit into the tile buffer); ``v_first`` /
     ``v_last``: its first and last value beat (the PV pass); ``partial_first`` / ``partial_end``:
     its partial's first and last beat taken (by the arbiter, or the leaf buffer when ``cut``; by
@@ -392,33 +406,60 @@ class Prediction:
 
 # --- one core: the K side in closed form, the V side per tile --------------------------------------------
 
+def _request(t, segs, j, offered, issued, reach, bank):
+    """A port's request ``j`` (0, 1, ... on one core) that the core's request queue offers from
+    cycle ``offered`` on (its command queued, the request before it issued, a slot free):
+    appends its transfer out of the core to ``issued``, into the bank's request register to
+    ``reach`` and the bank's first read of it to ``bank``.
+
+    The bank's request register takes a request while empty, from the cycle after the bank
+    started reading the one before (``bank[j-1] + 1``); the bank reads it from the next cycle,
+    but back to back: not before the previous request's ``keys * B`` reads
+    (``bank[j-1] + keys[j-1] * B``). Without a request slice the core's transfer is the bank's.
+    With one (a :class:`~leanattn.hdl.skid.SkidBuffer`: two entries, ``ready`` while its skid
+    register is empty, latency 1) the core hands request ``j`` to the slice once request ``j-2``
+    has left it (``reach[j-2] + 1``), and the slice hands it on no sooner than a cycle later::
+
+        issued[j] = max(offered, reach[j-2] + 1)
+        reach[j]  = max(issued[j] + 1, bank[j-1] + 1)          (reach[j-1] < bank[j-1])
+        bank[j]   = max(reach[j] + 1, bank[j-1] + keys[j-1] * B)
+    """
+    if t.request_slice:
+        out = max(offered, reach[j - 2] + 1) if j >= 2 else offered
+        into = out + t.request_slice
+        if j:
+            into = max(into, bank[j - 1] + 1)
+    else:
+        out = into = max(offered, bank[j - 1] + 1) if j else offered
+    first_read = into + 1
+    if j:
+        first_read = max(first_read, bank[j - 1] + segs[j - 1].keys * t.bpk)
+    issued.append(out)
+    reach.append(into)
+    bank.append(first_read)
+
+
 def _k_side(t, segs, first_offer):
     """Fill in each segment's K request, first and last K beat and tile closes."""
     b = t.bpk
-    taken, issued, bank = [], [], []       # segment transfer, K request, the bank's first read
+    taken, issued, reach, bank = [], [], [], []     # segment transfer, the K request's (see _request)
     for j, seg in enumerate(segs):
         offer = (first_offer if j == 0 else taken[j - 1] + GEN_INTERVAL) + GEN_INTERVAL * seg.skipped
         # The K command queue has room once the request k_queue segments back has left.
         enter = max(offer, issued[j - t.k_queue] + 1) if j >= t.k_queue else offer
-        request = enter + ISSUE
-        first_read = request + 1
+        offered = enter + ISSUE
         if j:
-            prev = segs[j - 1]
-            # The bank takes a request while it answers the one before; it reads back to back.
-            request = max(request, issued[j - 1] + 1, bank[j - 1] + 1)
-            first_read = max(request + 1, bank[j - 1] + prev.keys * b)
+            offered = max(offered, issued[j - 1] + 1)
         if j >= t.outstanding:
             # A request slot frees when the last beat of the request outstanding back is taken.
-            request = max(request, segs[j - t.outstanding].k_last + 1)
-            first_read = max(first_read, request + 1)
-        k_first = first_read + t.memory_latency - 1
+            offered = max(offered, segs[j - t.outstanding].k_last + 1)
+        _request(t, segs, j, offered, issued, reach, bank)
+        k_first = bank[j] + t.memory_latency - 1
         if j:
             k_first = max(k_first, segs[j - 1].k_last + 1)
         taken.append(enter)
         seg.k_enter = enter
-        issued.append(request)
-        bank.append(first_read)
-        seg.k_request, seg.k_first = request, k_first
+        seg.k_request, seg.k_first = issued[j], k_first
         seg.k_last = k_first + seg.keys * b - 1
         seg.tile_close = [k_first + min((i + 1) * t.tile, seg.keys) * b - 1 + t.logit_latency
                           for i in range(-(-seg.keys // t.tile))]
@@ -429,25 +470,23 @@ def _v_side(t, segs):
     partial's last beat was taken.
 
     A segment's V request leaves after the segment entered, after the V request before it, once
-    the bank took that one (the bank holds one request beside the one it answers) and once the
-    request ``outstanding`` back was fully taken; its first beat arrives ``memory_latency``
-    cycles later. With the presets that never holds the PV pass back (the weights come later),
-    except with memory latencies far beyond the tested ones, where the bound kept here is a lower
-    one (the bank's reads are taken as never stalled)."""
+    the bank can take it (:func:`_request`: the bank holds one request beside the one it
+    answers; with ``request_slices`` the slice holds two more) and once the request
+    ``outstanding`` back was fully taken; its first beat arrives ``memory_latency`` cycles after
+    the bank's first read. With the presets that never holds the PV pass back (the weights come
+    later), except with memory latencies far beyond the tested ones, where the bound kept here is
+    a lower one (the bank's reads are taken as never stalled)."""
     b = t.bpk
     drain = None
-    issued, bank = [], []
+    issued, reach, bank = [], [], []
     for j, seg in enumerate(segs):
-        request = seg.k_enter + ISSUE
+        offered = seg.k_enter + ISSUE
         if j:
-            request = max(request, issued[j - 1] + 1, bank[j - 1] + 1)
+            offered = max(offered, issued[j - 1] + 1)
         if j >= t.outstanding:
-            request = max(request, segs[j - t.outstanding].v_last + 1)
-        first_read = request + 1
-        if j:
-            first_read = max(first_read, bank[j - 1] + segs[j - 1].keys * b)
-        issued.append(request)
-        bank.append(first_read)
+            offered = max(offered, segs[j - t.outstanding].v_last + 1)
+        _request(t, segs, j, offered, issued, reach, bank)
+        first_read = bank[j]
         load = seg.tile_close[0] + t.weight_latency          # the first weight into the PV unit
         if drain is not None:
             load = max(load, drain + 1)
@@ -810,7 +849,8 @@ def _merge_nodes(cores_of_head, cores):
 
 # --- the job --------------------------------------------------------------------------------------------
 
-def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0, partial_slices=False):
+def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0, partial_slices=False,
+            request_slices=False):
     """The cycles of a job (head lengths ``lengths``, flattened heads) on ``cfg``, for a memory that
     answers ``latency`` cycles later than the bank alone and no stalls.
 
@@ -819,12 +859,14 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0, partial_sli
     ``arbiter_held``: the packet arbiter's round-robin pointer when the job starts (0 after reset;
     :attr:`Prediction.arbiter_held` of the job before, to chain jobs).
     ``partial_slices``: the cycles of ``LeanAttention(cfg, partial_slices=True)`` (a register slice
-    behind every core's partial). Returns a :class:`Prediction`.
+    behind every core's partial). ``request_slices``: of ``LeanAttention(cfg,
+    request_slices=True)`` (a register slice on every core's K and V requests); both may be on.
+    Returns a :class:`Prediction`.
     """
     _check_cfg(cfg)
     _check_latency(latency)
     lengths = _lengths(lengths)
-    t = timing(cfg, latency, partial_slices)
+    t = timing(cfg, latency, partial_slices, request_slices)
     scheduled = shares is None
     shares = schedule_shares(lengths, cfg) if scheduled else shares
     _check_shares(shares, lengths, cfg.cores)
@@ -901,20 +943,23 @@ def _check_shares(shares, lengths, cores):
 
 def _front_end(t, heads):
     """Cycles to the end of the first segment of n keys on an idle core, without ``(min + n) * B``:
-    load and scan, the K request, the first K beat, the logit, the first weight."""
-    return heads * (t.bpk + 1) + 6 + t.memory_latency + t.logit_latency + t.weight_latency
+    load and scan, the K request (through the request slice), the first K beat, the logit, the
+    first weight."""
+    return (heads * (t.bpk + 1) + 6 + t.memory_latency + t.request_slice + t.logit_latency
+            + t.weight_latency)
 
 
-def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
+def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, request_slices=False):
     """Cycles of ``heads`` heads of ``n`` keys each, every head split evenly over ``cores / heads``
     cores (``heads`` divides ``cores``, ``cores / heads >= 2`` divides ``n``): every core holds one
     segment of ``n0 = n * heads / cores`` keys, every partial goes through the tree.
 
-    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + D + R * (B - 1)
-    + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, else 0; ``D`` the registers from
+    ``H * (B + 1) + 6 + M + Z + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + D + R * (B -
+    1) + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, ``Z = 1`` with
+    ``request_slices`` (each core's one K request a cycle later), else 0; ``D`` the registers from
     the arbiter to the normalizer (3; 2 with the compact pipeline, which has no final slice).
     """
-    t = timing(cfg, latency, partial_slices)
+    t = timing(cfg, latency, partial_slices, request_slices)
     _check_positive("heads", heads)
     _check_positive("n", n)
     if heads >= cfg.cores or cfg.cores % heads:
@@ -939,21 +984,23 @@ def _held(t):
     return t.arbiter + 1 + 2 * t.final_slice
 
 
-def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False):
+def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, request_slices=False):
     """Cycles of ``heads = m * cores`` heads of ``n`` keys each: every core holds ``m`` whole heads.
 
-    ``H * (B + 1) + 6 + M + Lq + W + (min(T, n) + n) * B + P + X + D + NL + max((m - 1) * S + (C - 1)
-    * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 1 - 2 * X - Q) * (R
-    - 1)``, the cycles between two segments of a core when its partial finds the normalizer idle,
-    ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers let
-    the core go on two beats earlier), else 0; ``D`` the registers from the arbiter's input to the
-    normalizer's and ``Q`` the beats they hold: the arbiter (1; none for one core with the compact
-    pipeline), the scale lookup (1) and the final skid buffer (1 register, 2 beats; none with the
-    compact pipeline), so ``D = 3, Q = 4`` with the full pipeline. The first term holds while the
-    cores keep the normalizer waiting (``S >= C * R * B``), the second while the normalizer keeps
-    the cores waiting. Needs ``B >= 1 + 2 * X + Q`` when ``R > 1``.
+    ``H * (B + 1) + 6 + M + Z + Lq + W + (min(T, n) + n) * B + P + X + D + NL + max((m - 1) * S +
+    (C - 1) * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 1 - 2 * X -
+    Q) * (R - 1)``, the cycles between two segments of a core when its partial finds the normalizer
+    idle, ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers
+    let the core go on two beats earlier), else 0; ``Z = 1`` with ``request_slices`` (the first K
+    request a cycle later; the later ones are off the critical path), else 0; ``D`` the registers
+    from the arbiter's input to the normalizer's and ``Q`` the beats they hold: the arbiter (1; none
+    for one core with the compact pipeline), the scale lookup (1) and the final skid buffer (1
+    register, 2 beats; none with the compact pipeline), so ``D = 3, Q = 4`` with the full pipeline.
+    The first term holds while the cores keep the normalizer waiting (``S >= C * R * B``), the
+    second while the normalizer keeps the cores waiting. Needs ``B >= 1 + 2 * X + Q`` when ``R >
+    1``.
     """
-    t = timing(cfg, latency, partial_slices)
+    t = timing(cfg, latency, partial_slices, request_slices)
     _check_positive("heads", heads)
     _check_positive("n", n)
     if heads % cfg.cores:

@@ -71,6 +71,9 @@ class SystemBench(wiring.Component):
     partial_slices : bool
         The default top with a register slice behind every core's partial
         (``LeanAttention(cfg, partial_slices=True)``); not with ``top``.
+    request_slices : bool
+        The default top with a register slice on every core's K and V requests
+        (``LeanAttention(cfg, request_slices=True)``); not with ``top``.
     memory : callable, optional
         ``memory(cfg, bank_keys=bank_keys)`` makes the KV memory: a component with
         :class:`KVMemory`'s signature (default ``KVMemory``; for example
@@ -78,16 +81,17 @@ class SystemBench(wiring.Component):
     """
 
     def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1, top=None, memory=None,
-                 partial_slices=False):
-        if not isinstance(partial_slices, bool):
-            raise TypeError(f"partial_slices must be a bool, not {partial_slices!r}")
-        if partial_slices and top is not None:
-            raise ValueError("partial_slices applies to the default top only; with top, make it "
-                             "part of top(cfg)")
+                 partial_slices=False, request_slices=False):
+        for name, value in (("partial_slices", partial_slices), ("request_slices", request_slices)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {value!r}")
+            if value and top is not None:
+                raise ValueError(f"{name} applies to the default top only; with top, make it "
+                                 "part of top(cfg)")
         self._cfg, self._bank_keys = cfg, bank_keys
         if top is None:
             def top(cfg):
-                return LeanAttention(cfg, partial_slices=partial_slices)
+                return LeanAttention(cfg, partial_slices=partial_slices, request_slices=request_slices)
         self._top = top
         self._memory = KVMemory if memory is None else memory
         self._latency, self._rate, self._seed = latency, stall_rate, seed

@@ -262,7 +262,8 @@ def test_icebreaker():
     assert netlist.count("cell \\SB_SPRAM256KA") == 4
     assert top.memory_for(platform) == "spram" and top.bank_keys_for(platform) == 1024
     assert not top.kv_slices_for(platform) and not top.partial_slices_for(platform)
-    assert "_slice_" not in netlist             # neither on K and V nor behind the cores' partials
+    assert not top.request_slices_for(platform)
+    assert "_slice_" not in netlist             # not on K and V, behind the partials, on the requests
     assert all(f"set_io {pin}" in pins for pin in ("uart_0__rx__io 6", "uart_0__tx__io 9", "led_0__io 11",
                                                     "led_1__io 37"))
     assert "set_frequency clk12_0__io 12.0" in pins and "24.0" in pins
@@ -287,6 +288,9 @@ def test_ulx3s():
     assert top.partial_slices_for(platform)     # and one behind each core's partial
     assert all(f"cell \\board.top.partial_slice_{c} " in netlist for c in range(4))
     assert "partial_slice_4" not in netlist
+    assert top.request_slices_for(platform)     # and one on each core's K and V requests
+    assert all(f"cell \\board.top.{kind}req_slice_{c} " in netlist for kind in "kv" for c in range(4))
+    assert "kreq_slice_4" not in netlist and "vreq_slice_4" not in netlist
     assert all(f'LOCATE COMP "led_{n}__io' in pins for n in range(4)) and 'led_4__io' not in pins
     params = ecp5_pll_params(25e6, 100e6)
     assert (params.clki_div, params.clkfb_div, params.clkop_div, params.vco) == (1, 4, 6, 600e6)
@@ -323,6 +327,15 @@ def test_constructor_errors():
     assert BoardTop(cfg, memory="spram", partial_slices=True).partial_slices_for(None)
     assert not BoardTop(cfg, partial_slices=False).partial_slices_for(None)
     assert BoardTop(cfg, partial_slices=False).kv_slices_for(None)      # the two are independent
+    with pytest.raises(TypeError, match="request_slices must be a bool or None, not 1"):
+        BoardTop(cfg, request_slices=1)
+    assert BoardTop(cfg).request_slices_for(None)                       # block RAM: on
+    assert not BoardTop(cfg, memory="spram").request_slices_for(None)   # SPRAM: off
+    assert BoardTop(cfg, memory="spram", request_slices=True).request_slices_for(None)
+    top = BoardTop(cfg, request_slices=False)                           # independent of the others
+    assert not top.request_slices_for(None) and top.kv_slices_for(None) and top.partial_slices_for(None)
+    top = BoardTop(cfg, kv_slices=False, partial_slices=False)
+    assert top.request_slices_for(None)
     with pytest.raises(ValueError, match="divisor must be given to simulate a BoardTop"):
         design_verilog(BoardTop(cfg), toplevel="board")
     with pytest.raises(ValueError, match="the iCE40 PLL reaches"):

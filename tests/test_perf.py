@@ -5,11 +5,15 @@ latencies; its closed formulas equal the model; its command line and its errors.
 
 import argparse
 import json
+import random
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
+from amaranth.hdl import Fragment, Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
 
 from leanattn.cli import UsageError
 from leanattn.hdl.config import PRESETS
@@ -61,7 +65,7 @@ def random_shapes(cfg, rng, count):
     return shapes
 
 
-def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=False):
+def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=False, request_slices=False):
     """Run every job in one Verilator simulation; every job's predicted cycles must equal its
     o_cycles. Jobs run back to back, so each prediction starts from the arbiter pointer the
     previous job left. Returns the measured cycles."""
@@ -69,11 +73,12 @@ def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=Fal
     jobs = [random_int_job(cfg, lengths, rng) for lengths in shapes]
     _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request),
                               latency=latency, stall_rate=0, patterns=[("none", "none")], seed=1,
-                              partial_slices=partial_slices)
+                              partial_slices=partial_slices, request_slices=request_slices)
     assert len(cycles) == len(shapes)
     held, wrong = 0, []
     for lengths, measured in zip(shapes, cycles):
-        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held, partial_slices=partial_slices)
+        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held, partial_slices=partial_slices,
+                            request_slices=request_slices)
         held = pred.arbiter_held
         if pred.cycles != measured:
             wrong.append((lengths, measured, pred.cycles))
@@ -148,6 +153,36 @@ def test_rtl_partial_slices(request, name, changes, shapes, latency):
     assert cycles != plain
 
 
+#: With a register slice on every core's K and V requests: tiny's fast shapes, and random jobs at
+#: default (latency 3 as for the partial slices, and 150, where the request slots bound the K
+#: side of short heads and some jobs take two or three cycles more, not one), then with both
+#: kinds of slices.
+REQUEST_SLICED_CASES = [
+    pytest.param("tiny", {}, FAST_SHAPES, 2, False, id="tiny"),
+    pytest.param("default", {}, None, 3, False, id="default", marks=pytest.mark.slow),
+    pytest.param("default", {}, None, 150, False, id="default-latency150", marks=pytest.mark.slow),
+    pytest.param("tiny", {}, FAST_SHAPES, 2, True, id="tiny-partial-slices", marks=pytest.mark.slow),
+    pytest.param("default", {}, None, 3, True, id="default-partial-slices", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name, changes, shapes, latency, partial", REQUEST_SLICED_CASES)
+def test_rtl_request_slices(request, name, changes, shapes, latency, partial):
+    """LeanAttention(request_slices=True), also with ``partial_slices=True``: the model with the
+    same slices equals the RTL on every job, and the request slices change the cycles of jobs
+    (every request reaches its bank a cycle later)."""
+    cfg = PRESETS[name].replace(**changes)
+    shapes = shapes or random_shapes(cfg, np.random.default_rng(37), 16)
+    cycles = check_against_rtl(request, cfg, shapes, latency, seed=17, partial_slices=partial,
+                               request_slices=True)
+    held, plain = 0, []
+    for lengths in shapes:
+        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held, partial_slices=partial)
+        held = pred.arbiter_held
+        plain.append(pred.cycles)
+    assert cycles != plain
+
+
 #: Cycle counts measured on Verilator (system bench, no stalls), with the arbiter pointer the job
 #: before left: ``(preset, latency, pointer, lengths, o_cycles)``.
 MEASURED = [
@@ -195,6 +230,8 @@ def test_timing_matches_units(name, latency):
     assert TreeNode(cfg).latency == t.merge_latency + SkidBuffer.latency
     assert ScaleLookup.latency == 1 and SkidBuffer.latency == 1
     assert t.partial_slice == 0 and perf.timing(cfg, latency, True).partial_slice == SkidBuffer.latency
+    assert t.request_slice == 0
+    assert perf.timing(cfg, latency, request_slices=True).request_slice == SkidBuffer.latency
     # The single-segment latency the core documents follows from the same constants.
     n = 3 * cfg.tile + 1
     assert core.segment_latency(n, memory_latency=t.memory_latency) == (
@@ -212,6 +249,76 @@ def test_timing_matches_top(cfg):
     assert ("arbiter" in names) == t.arbiter == (cfg.cores > 1 or cfg.pipeline == "full")
     assert ("final_skid" in names) == t.final_slice == (cfg.pipeline == "full")
     assert {"scales", "norm"} <= names
+
+
+def request_transfers(cfg, keys, gaps, *, sliced):
+    """A bank's request port (a :class:`KVBank`), with ``sliced`` behind a :class:`SkidBuffer`,
+    under ``amaranth.sim``: request ``j`` of ``keys[j]`` keys is offered ``gaps[j]`` cycles after
+    the one before was taken (request 0 from cycle ``gaps[0]``), every beat is taken at once.
+    Returns the cycles of the requests' transfers into the port, into the bank and of their first
+    beats."""
+    m = Module()
+    m.submodules.bank = bank = KVBank(cfg, bank_keys=8)
+    port = bank.i_req
+    if sliced:
+        m.submodules.skid = skid = SkidBuffer(shape=port.payload.shape())
+        wiring.connect(m, skid.o_data, bank.i_req)
+        port = skid.i_data
+    issued, reach, first = [], [], []
+    starts = set(np.cumsum([0] + [k * cfg.beats_per_key for k in keys[:-1]]).tolist())
+
+    async def bench(ctx):
+        ctx.set(bank.o_data.ready, 1)
+        cycle, beats = 0, 0
+        while len(first) < len(keys):
+            j = len(issued)
+            offer = j < len(keys) and cycle >= (issued[-1] + 1 if j else 0) + gaps[j]
+            ctx.set(port.valid, offer)
+            if offer:
+                ctx.set(port.payload.keys, keys[j])
+            _, _, ready, into, out = await ctx.tick().sample(port.ready, bank.i_req.valid & bank.i_req.ready,
+                                                              bank.o_data.valid)
+            if offer and ready:
+                issued.append(cycle)
+            if into:
+                reach.append(cycle)
+            if out:
+                if beats in starts:
+                    first.append(cycle)
+                beats += 1
+            cycle += 1
+            assert cycle < 100 * len(keys) * cfg.beats_per_key
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return issued, reach, first
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+@pytest.mark.parametrize("sliced", [False, True], ids=["plain", "request_slices"])
+def test_request_rule_matches_units(name, sliced):
+    """The model's rule for a port's requests (:func:`perf._request`: the core's transfer, the
+    bank's, the bank's first read) equals a :class:`KVBank` simulated alone, and with a
+    :class:`SkidBuffer` in front of it as ``request_slices`` puts it: requests of 1 to 4 keys,
+    offered back to back or after gaps of up to 20 cycles, so that the slice fills, holds two and
+    drains."""
+    cfg = PRESETS[name]
+    t = perf.timing(cfg, 0, request_slices=sliced)
+    for seed in range(4):
+        rng = random.Random(seed)
+        keys = [rng.randint(1, 4) for _ in range(40)]
+        gaps = [rng.choice([0, 0, 0, 0, 1, 2, 5, 20]) for _ in keys]
+        issued, reach, first = request_transfers(cfg, keys, gaps, sliced=sliced)
+        segs = [SimpleNamespace(keys=k) for k in keys]
+        model = ([], [], [])
+        for j, gap in enumerate(gaps):
+            perf._request(t, segs, j, (model[0][-1] + 1 if j else 0) + gap, *model)
+        bank_first = [b + t.memory_latency - 1 for b in model[2]]
+        assert (issued, reach, first) == (model[0], model[1], bank_first), f"seed {seed}"
+        if sliced:      # the slice held two requests, so the core waited for it
+            assert any(issued[j] > issued[j - 1] + 1 + gaps[j] for j in range(1, len(keys)))
 
 
 @pytest.mark.parametrize("dsp_bits", [9, 16, 17, 18, 27])
@@ -237,30 +344,60 @@ FORMULA_CONFIGS = {
 }
 
 
+#: The register slice options of LeanAttention, as keyword arguments of the model.
+SLICES = {
+    "plain":          {},
+    "partial_slices": {"partial_slices": True},
+    "request_slices": {"request_slices": True},
+    "both_slices":    {"partial_slices": True, "request_slices": True},
+}
+
+
 @pytest.mark.parametrize("name", sorted(FORMULA_CONFIGS))
 @pytest.mark.parametrize("latency", [0, 2, 7])
-@pytest.mark.parametrize("slices", [False, True], ids=["plain", "partial_slices"])
+@pytest.mark.parametrize("slices", SLICES.values(), ids=SLICES.keys())
 def test_whole_heads_formula(name, latency, slices):
     cfg = FORMULA_CONFIGS[name]
     for m in (1, 2, 3):
         heads = m * cfg.cores
         for n in [1, 2, 3, 4, 5, 6, 9, cfg.tile - 1, cfg.tile, cfg.tile + 1, 2 * cfg.tile + 3]:
-            predicted = perf.predict(cfg, [n] * heads, latency=latency, partial_slices=slices).cycles
-            formula = perf.whole_heads_cycles(cfg, heads, n, latency=latency, partial_slices=slices)
+            predicted = perf.predict(cfg, [n] * heads, latency=latency, **slices).cycles
+            formula = perf.whole_heads_cycles(cfg, heads, n, latency=latency, **slices)
             assert formula == predicted, (m, n)
 
 
 @pytest.mark.parametrize("name", sorted(FORMULA_CONFIGS))
 @pytest.mark.parametrize("latency", [0, 2, 7])
-@pytest.mark.parametrize("slices", [False, True], ids=["plain", "partial_slices"])
+@pytest.mark.parametrize("slices", SLICES.values(), ids=SLICES.keys())
 def test_split_heads_formula(name, latency, slices):
     cfg = FORMULA_CONFIGS[name]
     for heads in [h for h in (1, 2, 4) if h < cfg.cores and cfg.cores % h == 0]:
         step = cfg.cores // heads
         for n in range(step, 3 * cfg.tile * step + 1, step * 3):
-            predicted = perf.predict(cfg, [n] * heads, latency=latency, partial_slices=slices).cycles
-            formula = perf.split_heads_cycles(cfg, heads, n, latency=latency, partial_slices=slices)
+            predicted = perf.predict(cfg, [n] * heads, latency=latency, **slices).cycles
+            formula = perf.split_heads_cycles(cfg, heads, n, latency=latency, **slices)
             assert formula == predicted, (heads, n)
+
+
+def test_request_slices_one_cycle():
+    """The request slices move a core's first K and first V beat one cycle later; the later
+    requests reach their banks before the banks are done with the ones before, so ragged jobs of
+    short and long heads at latencies 0 to 30 take exactly one cycle more too (at latencies far
+    beyond, 150 at default, where the request slots bound the K side of short heads, some take
+    two or three: ``test_rtl_request_slices``)."""
+    for name in ("tiny", "default"):
+        cfg = PRESETS[name]
+        rng = np.random.default_rng(43)
+        for latency in (0, 2, 30):
+            for _ in range(20):
+                lengths = rng.integers(1, int(rng.choice([3, 10, 4 * cfg.tile])), int(rng.integers(1, 12)))
+                plain = perf.predict(cfg, lengths, latency=latency)
+                sliced = perf.predict(cfg, lengths, latency=latency, request_slices=True)
+                assert sliced.cycles == plain.cycles + 1, list(lengths)
+                for a, b in zip(plain.cores, sliced.cores):
+                    if a.segments:
+                        assert (b.segments[0].k_first, b.segments[0].v_first) == (
+                            a.segments[0].k_first + 1, a.segments[0].v_first + 1), list(lengths)
 
 
 def test_one_head_any_length():
@@ -293,7 +430,7 @@ def test_formula_errors():
 # --- what a prediction holds --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["tiny", "default", "wide"])
-@pytest.mark.parametrize("slices", [False, True], ids=["plain", "partial_slices"])
+@pytest.mark.parametrize("slices", SLICES.values(), ids=SLICES.keys())
 def test_timeline(name, slices):
     """Event order inside every segment, cut flags and merges as the partition says, the last head
     out at the job's end, and the value beats counted once."""
@@ -301,7 +438,7 @@ def test_timeline(name, slices):
     rng = np.random.default_rng(3)
     for _ in range(10):
         lengths = [int(n) for n in rng.integers(1, 4 * cfg.tile, int(rng.integers(1, 12)))]
-        pred = perf.predict(cfg, lengths, partial_slices=slices)
+        pred = perf.predict(cfg, lengths, **slices)
         shares = partition(lengths, cfg.cores)
         spans = {}
         for c, segs in enumerate(shares):
@@ -387,6 +524,10 @@ def test_predict_errors():
         perf.predict(cfg, [4], partial_slices=1)
     with pytest.raises(TypeError, match="partial_slices must be a bool, not None"):
         perf.timing(cfg, 2, None)
+    with pytest.raises(TypeError, match="request_slices must be a bool, not 1"):
+        perf.predict(cfg, [4], request_slices=1)
+    with pytest.raises(TypeError, match="request_slices must be a bool, not 'yes'"):
+        perf.whole_heads_cycles(cfg, 2, 3, request_slices="yes")
     with pytest.raises(ValueError, match=r"arbiter_held must be in the range 0..2, not 3"):
         perf.predict(cfg, [4], arbiter_held=3)
     with pytest.raises(ValueError, match="shares must hold one segment list per core"):

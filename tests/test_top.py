@@ -142,6 +142,30 @@ def test_partial_slices_bit_exact(request, name):
                stall_rate=64, patterns=[("random", "random")], seed=2, partial_slices=True)
 
 
+@pytest.mark.parametrize("name, partial", [("tiny", False),
+                                           pytest.param("default", True, marks=pytest.mark.slow)])
+def test_request_slices_bit_exact(request, name, partial):
+    """LeanAttention(request_slices=True), at default with the partial slices too (as on the
+    board): good and bad jobs in a row, with no stalls (every good job in the cycles of the cycle
+    model with the same slices), then with memory latency and random stalls on every stream, the
+    request ports' too (the slices fill and hold): bit-exact."""
+    cfg = TEST_CONFIGS[name]
+    slices = {"partial_slices": partial, "request_slices": True}
+    jobs = jobs_for(cfg, 700 + NAMES.index(name), 8, max_keys=4 * cfg.tile * cfg.cores)
+    _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "plain",
+                              patterns=[("none", "none")], seed=1, **slices)
+    held = 0
+    for job, measured in zip(jobs, cycles):
+        if isinstance(job, BadJob):
+            assert measured <= len(job.lengths) + job.query_beats + 8
+            continue
+        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, **slices)
+        assert measured == pred.cycles, list(job.lengths)
+        held = pred.arbiter_held
+    run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "stalls", latency=3,
+               stall_rate=64, patterns=[("random", "random")], seed=2, **slices)
+
+
 #: (preset, simulator, jobs, most keys per job) of the long runs. A tenth of the random jobs have
 #: heads up to that many keys, the others up to three tiles or four keys; the KV load (one word
 #: per cycle) costs more cycles than the job itself, so short jobs are what makes hundreds cheap.
@@ -250,6 +274,27 @@ def test_partial_slices_structure(request, name):
     assert verilator_lint(path, waivers=TOP_LINT_WAIVERS) == []
 
 
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_request_slices_structure(request, name):
+    """With ``request_slices`` a register slice on each core's K and V requests,
+    ``kreq_slice_<c>`` and ``vreq_slice_<c>``, none without; the top with them lints clean."""
+    cfg = TEST_CONFIGS[name]
+    assert not LeanAttention(cfg).request_slices
+    plain = design_verilog(LeanAttention(cfg), toplevel="lean_attention")
+    top = LeanAttention(cfg, request_slices=True)
+    assert top.request_slices and not top.partial_slices
+    sliced = design_verilog(top, toplevel="lean_attention")
+    assert "req_slice" not in plain
+    assert all(f"module \\lean_attention.{kind}req_slice_{c} (" in sliced
+               for kind in "kv" for c in range(cfg.cores))
+    assert f"kreq_slice_{cfg.cores}" not in sliced and f"vreq_slice_{cfg.cores}" not in sliced
+    assert "partial_slice" not in sliced
+    path = bench_dir(request) / "lean_attention.v"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(sliced)
+    assert verilator_lint(path, waivers=TOP_LINT_WAIVERS) == []
+
+
 def test_constructor_errors():
     with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
         LeanAttention({"head_dim": 64})
@@ -261,6 +306,13 @@ def test_constructor_errors():
         SystemBench(cfg, bank_keys=8, partial_slices=0)
     with pytest.raises(ValueError, match="partial_slices applies to the default top only"):
         SystemBench(cfg, bank_keys=8, top=LeanAttention, partial_slices=True)
+    for value in (1, None, "yes"):
+        with pytest.raises(TypeError, match=f"request_slices must be a bool, not {value!r}"):
+            LeanAttention(cfg, request_slices=value)
+    with pytest.raises(TypeError, match="request_slices must be a bool, not 0"):
+        SystemBench(cfg, bank_keys=8, request_slices=0)
+    with pytest.raises(ValueError, match="request_slices applies to the default top only"):
+        SystemBench(cfg, bank_keys=8, top=LeanAttention, request_slices=True)
 
 
 @pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
