@@ -369,10 +369,12 @@ class AttentionCore(wiring.Component):
     Datapath: K response beats are joined with the head's query beat (:class:`KeyJoin`), summed
     per key (:class:`~.dot.DotProduct`), scaled to a base-2 logit (:class:`~.score.ScoreScale`)
     and fed with the V response beats to the :class:`~.softmax.OnlineSoftmax`, which emits each
-    segment's partial state. Two register slices (before and after the dot product:
-    :func:`~.skid.register_slice`, :class:`~.skid.SkidBuffer` slices that keep every ``ready``
-    path inside one unit; :class:`~.skid.PipeRegister` with ``pipeline == "compact"``) have
-    one cycle of latency each.
+    segment's partial state. Two register slices, before and after the dot product, have one
+    cycle of latency each: :class:`~.skid.SkidBuffer` slices that keep every ``ready`` path inside
+    one unit. With ``pipeline == "compact"`` the one after the dot product is a
+    :class:`~.skid.PipeRegister` (:func:`~.skid.register_slice`), whose ``ready`` passes the
+    score unit's back to the dot product; the one before it stays a skid buffer, so that the tile
+    buffer's ``ready`` does not reach through the whole K path to the memory in one cycle.
 
     Parameters
     ----------
@@ -521,8 +523,7 @@ class AttentionCore(wiring.Component):
         m.submodules.vissue    = vissue    = RequestIssuer(cfg, queue=self.lead, outstanding=self.outstanding)
         m.submodules.join      = join      = KeyJoin(cfg)
         m.submodules.vgate     = vgate     = ValueGate(cfg)
-        m.submodules.beat_skid = beat_skid = register_slice(
-            cfg, shape=beat_layout(cfg, dot_tag_layout(cfg)))
+        m.submodules.beat_skid = beat_skid = SkidBuffer(shape=beat_layout(cfg, dot_tag_layout(cfg)))
         m.submodules.dot       = dot       = self._dot
         m.submodules.qk_skid   = qk_skid   = register_slice(
             cfg, shape=qk_scale_layout(cfg, logit_tag_layout(cfg)))
