@@ -35,7 +35,7 @@ from .ports import kv_data_layout, kv_request_layout, query_write_layout, segmen
 from .pv import pv_latency, v_layout
 from .ring import ring_for
 from .score import ScoreScale, qk_scale_layout
-from .skid import SkidBuffer, register_slice
+from .skid import SkidBuffer
 from .softmax import OnlineSoftmax
 from .tilebuf import TileBuffer
 
@@ -371,10 +371,9 @@ class AttentionCore(wiring.Component):
     and fed with the V response beats to the :class:`~.softmax.OnlineSoftmax`, which emits each
     segment's partial state. Two register slices, before and after the dot product, have one
     cycle of latency each: :class:`~.skid.SkidBuffer` slices that keep every ``ready`` path inside
-    one unit. With ``pipeline == "compact"`` the one after the dot product is a
-    :class:`~.skid.PipeRegister` (:func:`~.skid.register_slice`), whose ``ready`` passes the
-    score unit's back to the dot product; the one before it stays a skid buffer, so that the tile
-    buffer's ``ready`` does not reach through the whole K path to the memory in one cycle.
+    one unit, also with ``pipeline == "compact"`` (a one-entry :class:`~.skid.PipeRegister` would
+    save flip-flops, but pass the tile buffer's ``ready`` through the score unit and the dot
+    product to the memory in one cycle: on the iCE40 the longest path).
 
     Parameters
     ----------
@@ -525,8 +524,7 @@ class AttentionCore(wiring.Component):
         m.submodules.vgate     = vgate     = ValueGate(cfg)
         m.submodules.beat_skid = beat_skid = SkidBuffer(shape=beat_layout(cfg, dot_tag_layout(cfg)))
         m.submodules.dot       = dot       = self._dot
-        m.submodules.qk_skid   = qk_skid   = register_slice(
-            cfg, shape=qk_scale_layout(cfg, logit_tag_layout(cfg)))
+        m.submodules.qk_skid   = qk_skid   = SkidBuffer(shape=qk_scale_layout(cfg, logit_tag_layout(cfg)))
         m.submodules.scale     = scale     = self._scale
         m.submodules.softmax   = softmax   = self._softmax
 

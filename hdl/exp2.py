@@ -142,12 +142,12 @@ class Exp2(wiring.Component):
         for k, port in enumerate(read_ports):
             m.d.comb += [port.addr.eq(index + k if k else index), port.en.eq(advance)]
 
+        if cfg.pipeline == "compact":
+            self._compact(m, advance, t, read_ports)
+            return m
         read_floor = Signal(signed(len(t) - frac))                 # floor(t) <= 0
         with m.If(advance):
             m.d.sync += read_floor.eq(t >> frac)
-        if cfg.pipeline == "compact":
-            self._compact(m, advance, t, read_ports, read_floor)
-            return m
 
         # --- table: the ROM's output registered; the shift -floor(t), clamped --------------------
         neg_floor   = -read_floor
@@ -187,19 +187,22 @@ class Exp2(wiring.Component):
 
         return m
 
-    def _compact(self, m, advance, t, read_ports, read_floor):
-        """``pipeline == "compact"``: the ``shift`` stage from the table's output as read: the
-        interpolation (if any), the clamped shift and the rounding shift, into ``o_w``."""
+    def _compact(self, m, advance, t, read_ports):
+        """``pipeline == "compact"``: the clamped shift ``-floor(t)`` registered in ``read``
+        beside the table's read; the ``shift`` stage from the table's output as read: the
+        interpolation (if any) and the rounding shift, into ``o_w``."""
         cfg, interp = self._cfg, self._cfg.exp_interp_bits
-        neg_floor = -read_floor
+        neg_floor = -(t >> cfg.logit_frac_bits)
         shift_max = Const(cfg.exp_shift_max, neg_floor.shape())
+        read_shift = Signal(range(cfg.exp_shift_max + 1))          # clamped: changes no bit
+        with m.If(advance):
+            m.d.sync += read_shift.eq(Mux(neg_floor > shift_max, shift_max, neg_floor))
         y = read_ports[0].data
         if interp:
             read_rem = Signal(interp)                               # fraction bits below the index
             with m.If(advance):
                 m.d.sync += read_rem.eq(t[:interp])
             y = add_rounded(y, (read_ports[1].data - y) * read_rem, interp)[:cfg.weight_bits]
-        shift = Mux(neg_floor > shift_max, shift_max, neg_floor)[:len(Const(cfg.exp_shift_max))]
         with m.If(advance):
-            m.d.sync += self.o_w.payload.w.eq(round_shift(y, shift))
+            m.d.sync += self.o_w.payload.w.eq(round_shift(y, read_shift))
 

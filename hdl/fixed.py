@@ -86,10 +86,13 @@ class QFormat:
 def round_shift(value, amount):
     """``floor((value + 2**(amount-1)) / 2**amount)``; ``value`` for ``amount == 0``.
 
-    ``amount`` is an ``int`` (a constant shift) or an unsigned ``Value`` (a barrel shifter). Built as
-    ``((value >> (amount - 1)) + 1) >> 1``, which is the same integer for every ``amount >= 1`` and
-    needs no wider intermediate; shifts beyond the operand's width give 0 (or the rounding of the
-    sign bit), exactly as the golden model. The result has the operand's signedness and width + 1.
+    ``amount`` is an ``int`` (a constant shift) or an unsigned ``Value`` (a barrel shifter). A
+    constant is built as ``((value >> (amount - 1)) + 1) >> 1``, which is the same integer for every
+    ``amount >= 1`` and needs no wider intermediate; a runtime amount as ``(((2 * value) >> amount)
+    + 1) >> 1``, the same integer for every ``amount >= 0`` (``amount == 0``: ``floor((2v + 1) / 2)
+    = v``), so the shifter's select is the amount itself, with no decrement or test of 0 in front
+    of it. Shifts beyond the operand's width give 0 (or the rounding of the sign bit), exactly as
+    the golden model. The result has the operand's signedness and width + 1.
     """
     value = Value.cast(value)
     if isinstance(amount, int):
@@ -101,8 +104,7 @@ def round_shift(value, amount):
     amount = Value.cast(amount)
     if amount.shape().signed:
         raise TypeError(f"a runtime shift amount must be unsigned, not {amount.shape()}")
-    minus_one = Mux(amount == 0, 0, amount - 1)[:len(amount)]
-    return Mux(amount == 0, value, ((value >> minus_one) + 1) >> 1)
+    return (((value << 1) >> amount) + 1) >> 1
 
 
 def add_rounded(base, value, amount):

@@ -110,13 +110,14 @@ class Normalizer(wiring.Component):
     factor phases + 1``: the beat waits while the factor's slices go through its multipliers; in
     ``facF`` a first beat's factor is complete and held), ``lanes`` (the aligned lanes, rounded
     and saturated, held as the lane multipliers' operands), ``mul1`` .. ``mulM`` (``M = lane
-    phases + 1``: the lane products, complete in
-    ``mulM``) and ``out``. A beat enters ``recip`` at most once per ``norm_cycles`` cycles, and
-    ``scale`` as well, so every multiplier is free again when the next beat reaches it. For the
-    same reason ``scale`` .. ``facF`` hold at most ``ceil((F + 1) / norm_cycles)`` beats and the
-    stages before ``out`` at most ``ceil((len(stages) - 1) / norm_cycles)``: a beat's aligned
-    lanes and whether it is a first beat wait for ``lanes``, its head, last and output shift for
-    ``out``, in that many slots taken in turn rather than in a register per stage (``o_out``'s
+    phases + 1``: the lane products, complete in ``mulM``), ``round`` (the product floor-shifted
+    by ``P - 1 + out_shift``) and ``out`` (the rounding add and the saturation). A beat enters
+    ``recip`` at most once per ``norm_cycles`` cycles, and ``scale`` as well, so every multiplier
+    is free again when the next beat reaches it. For the same reason ``scale`` .. ``facF`` hold at
+    most ``ceil((F + 1) / norm_cycles)`` beats and the stages before ``out`` at most
+    ``ceil((len(stages) - 1) / norm_cycles)``: a beat's aligned lanes and whether it is a first
+    beat wait for ``lanes``, its output shift for ``round``, its head and last for ``out``, in that
+    many slots taken in turn rather than in a register per stage (``o_out``'s
     payload means something only with ``valid``).
 
     Parameters
@@ -152,7 +153,7 @@ class Normalizer(wiring.Component):
     latency : int
         The reciprocal's latency (``len(recip_stages(cfg))``: 6 with interpolation, 4 without;
         2 and 1 with ``pipeline == "compact"``) plus ``len(stages)``: 6 with ``norm_cycles ==
-        1`` (12 in all at ``default``), ``5 + factor phases + lane phases`` otherwise (tiny: 13
+        1`` (12 in all at ``default``), ``6 + factor phases + lane phases`` otherwise (tiny: 14
         in all).
 
     Latency: :attr:`latency` cycles from an input beat to its output beat.
@@ -193,7 +194,7 @@ class Normalizer(wiring.Component):
                            *(f"fac{i}" for i in range(1, self.factor_products.phases + 2)),
                            "lanes",
                            *(f"mul{i}" for i in range(1, self.lane_products.phases + 2)),
-                           "out")
+                           "round", "out")
         super().__init__({
             "i_final": In(stream.Signature(final_layout(cfg))),
             "o_out":   Out(stream.Signature(output_layout(cfg))),
@@ -402,11 +403,16 @@ class Normalizer(wiring.Component):
         products = lane.accumulate(m, enable=advance, parts=parts, mul_phase=mul_phase,
                                    names=[f"lacc_prod_{k}" for k in lanes])
 
-        # --- out: round away P + out_shift fraction bits, saturate to output_bits ----------------
-        # round_shift(x, P + s) == ((y >> s) + 1) >> 1 with y = x >> (P - 1) (floor shifts
+        # --- round, out: round away P + out_shift fraction bits, saturate to output_bits ----------
+        # round_shift(x, P + s) == (z >> 1) + z[0] with z = (x >> (P - 1)) >> s (floor shifts
         # compose): the constant part of the shift costs nothing, the barrel shifter is the
-        # out_shift's bits wide over P - 1 fewer bits.
+        # out_shift's bits wide over P - 1 fewer bits, and the rounding add and the saturation
+        # are the next stage's. Beats are at least two stages apart, so the queue's oldest entry
+        # is the beat leaving mulM, whose output shift is read here.
+        round_z = [Signal(signed(len(products[k]) - cfg.exp_frac_bits + 1), name=f"round_z_{k}",
+                          reset_less=True) for k in lanes]
         with m.If(advance):
-            m.d.sync += [out.out[k].eq(saturate((((products[k] >> (cfg.exp_frac_bits - 1))
-                                                  >> ending["shift"]) + 1) >> 1,
-                                                cfg.output_min, cfg.output_max)) for k in lanes]
+            m.d.sync += [round_z[k].eq((products[k] >> (cfg.exp_frac_bits - 1)) >> ending["shift"])
+                         for k in lanes]
+            m.d.sync += [out.out[k].eq(saturate(add_rounded(0, round_z[k], 1), cfg.output_min,
+                                                cfg.output_max)) for k in lanes]

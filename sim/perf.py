@@ -73,7 +73,7 @@ beat), ``Lq = logit_latency``, ``W = weight_latency``, ``P = 3`` (last value bea
 partial beat), ``NL = norm_latency``, ``X = partial_slice`` (1 with ``partial_slices``, else 0),
 ``Z = request_slice`` (1 with ``request_slices``, else 0), ``G = merge_latency + 1`` (a tree
 node: 6, or 2 with the compact pipeline) -- all in
-:func:`timing`. Per preset: ``tiny`` B 32, T 16, C 2, R 4, Lq 12, W 5, NL 13, lev 1;
+:func:`timing`. Per preset: ``tiny`` B 32, T 16, C 2, R 4, Lq 12, W 5, NL 14, lev 1;
 ``default`` B 8, T 32, C 4, R 1, Lq 13, W 5, NL 12, lev 2; ``wide`` B 8, T 64, C 8, R 1, Lq 14,
 W 7, NL 12, lev 3. Every formula starts with the cycle at
 which a core whose first segment has ``k`` keys takes that segment's last value beat::
@@ -251,7 +251,7 @@ def timing(cfg, latency=2, partial_slices=False, request_slices=False):
         top = 1 << (cfg.norm_o_bits - 1)
         fac = _phases((0, 1 << cfg.recip_frac_bits), (0, mant_max), cfg.dsp_bits, cfg.norm_cycles)
         lane = _phases((-top, top - 1), (0, factor_max), cfg.dsp_bits, cfg.norm_cycles, cfg.lanes)
-        norm = 5 + fac + lane                                   # scale, fac*, lanes, mul*, out
+        norm = 6 + fac + lane                                   # scale, fac*, lanes, mul*, round, out
     return Timing(
         bpk=bpk, tile=cfg.tile, cores=cfg.cores, tree_levels=cfg.tree_levels,
         memory_latency=BANK_LATENCY + latency,

@@ -467,8 +467,9 @@ def test_ports_and_contract(name):
         assert dut.latency == len(recip_stages(cfg)) + 6 == recip + 6
         assert dut.factor_products is None and dut.lane_products.phases == 1
     else:                                           # tiny: the factor's and the lanes' two slices
-        assert dut.stages == ("scale", "fac1", "fac2", "fac3", "lanes", "mul1", "mul2", "mul3", "out")
-        assert dut.latency == len(recip_stages(cfg)) + 9 == 13
+        assert dut.stages == ("scale", "fac1", "fac2", "fac3", "lanes", "mul1", "mul2", "mul3", "round",
+                              "out")
+        assert dut.latency == len(recip_stages(cfg)) + 10 == 14
     assert dut.interval == cfg.norm_cycles
     module = dut.elaborate(platform=None)
     recip = module.submodules["recip"]
@@ -503,7 +504,7 @@ def test_multipliers(name):
         parts = re.findall(rf"\breg (?:signed )?(?:\[\d+:0\] )?({prefix}_part_\d+)\b", text)
         assert sorted(parts, key=lambda p: int(p.rsplit("_", 1)[1])) == \
             [f"{prefix}_part_{j}" for j in range(plan.multipliers)]
-    assert dut.latency == len(recip_stages(cfg)) + 5 + fac.phases + lane.phases
+    assert dut.latency == len(recip_stages(cfg)) + 6 + fac.phases + lane.phases
     expected_plans = {                               # (factor, lanes): (multipliers, phases)
         "tiny":       ((1, 2), (1, 2)),
         "tiny_n2":    ((1, 2), (1, 2)),
