@@ -76,6 +76,27 @@ def _check_types(report):
 
 # --- the flow on both families ------------------------------------------------------------------------
 
+#: The board top that fits the iCE40UP5K: ``tiny`` on one core with the compact pipeline.
+UP5K = PRESETS["tiny"].replace(cores=1, pipeline="compact")
+
+
+@pytest.mark.slow
+def test_up5k_board_top_fits_and_meets_timing(tmp_path):
+    """The whole board top (one core with the compact pipeline, four SPRAM KV banks, the UART host
+    interface) placed and routed on the iCE40UP5K at seed 1: it fits, with every primitive the
+    design needs, and meets the board's 24 MHz (about 4 minutes). Guards the fit and the clock
+    against every later change."""
+    report = synthesize("icebreaker", UP5K, tmp_path, progress=False)
+    res = report["resources"]
+    assert report["reasons"] == [] and report["fits"] is True, report["reasons"]
+    assert res["LUT4"]["source"] == "placed" and res["LUT4"]["used"] <= res["LUT4"]["available"]
+    need = expected_primitives(UP5K, "icebreaker")
+    assert res["SPRAM"]["used"] == 4 and res["DSP"]["used"] >= need["DSP"]["at_least"] == 5
+    assert report["timing_met"] is True and report["fmax_mhz"] >= BOARDS["icebreaker"].target_mhz, \
+        (report["fmax_mhz"], report["critical_path"]["from"], report["critical_path"]["to"])
+    assert (tmp_path / "top.bin").stat().st_size > 100_000
+
+
 @pytest.mark.parametrize("name", ["icebreaker", "ulx3s"])
 def test_flow(name, tmp_path):
     spec = BOARDS[name]
