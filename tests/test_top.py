@@ -299,20 +299,14 @@ def test_constructor_errors():
     with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
         LeanAttention({"head_dim": 64})
     cfg = TEST_CONFIGS["tiny"]
-    for value in (1, None, "yes"):
-        with pytest.raises(TypeError, match=f"partial_slices must be a bool, not {value!r}"):
-            LeanAttention(cfg, partial_slices=value)
-    with pytest.raises(TypeError, match="partial_slices must be a bool, not 0"):
-        SystemBench(cfg, bank_keys=8, partial_slices=0)
-    with pytest.raises(ValueError, match="partial_slices applies to the default top only"):
-        SystemBench(cfg, bank_keys=8, top=LeanAttention, partial_slices=True)
-    for value in (1, None, "yes"):
-        with pytest.raises(TypeError, match=f"request_slices must be a bool, not {value!r}"):
-            LeanAttention(cfg, request_slices=value)
-    with pytest.raises(TypeError, match="request_slices must be a bool, not 0"):
-        SystemBench(cfg, bank_keys=8, request_slices=0)
-    with pytest.raises(ValueError, match="request_slices applies to the default top only"):
-        SystemBench(cfg, bank_keys=8, top=LeanAttention, request_slices=True)
+    for option in ("partial_slices", "request_slices"):
+        for value in (1, None, "yes"):
+            with pytest.raises(TypeError, match=f"{option} must be a bool, not {value!r}"):
+                LeanAttention(cfg, **{option: value})
+        with pytest.raises(TypeError, match=f"{option} must be a bool, not 0"):
+            SystemBench(cfg, bank_keys=8, **{option: 0})
+        with pytest.raises(ValueError, match=f"{option} applies to the default top only"):
+            SystemBench(cfg, bank_keys=8, top=LeanAttention, **{option: True})
 
 
 @pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
