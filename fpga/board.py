@@ -31,7 +31,7 @@ from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
 
 from ..hdl.config import AttentionConfig
 from ..hdl.kvmem import KVMemory, max_bank_keys
-from ..hdl.skid import SkidBuffer
+from ..hdl.skid import through_skid
 from ..hdl.top import LeanAttention
 from .hostif import HostInterface
 from .pll import ECP5PLL, ICE40PLL
@@ -218,11 +218,8 @@ class BoardTop(wiring.Component):
         for c in range(cfg.cores):
             for kind in ("k", "v"):
                 wiring.connect(m, getattr(top, f"o_{kind}req_{c}"), getattr(mem, f"i_{kind}req_{c}"))
-                response = getattr(mem, f"o_{kind}_{c}")
-                if self.kv_slices_for(platform):
-                    m.submodules[f"{kind}_slice_{c}"] = cut = SkidBuffer(shape=response.payload.shape())
-                    wiring.connect(m, response, cut.i_data)
-                    response = cut.o_data
+                response = through_skid(m, f"{kind}_slice_{c}", getattr(mem, f"o_{kind}_{c}"),
+                                        on=self.kv_slices_for(platform))
                 wiring.connect(m, response, getattr(top, f"i_{kind}_{c}"))
 
         # --- the host link: UART, parser and writer ----------------------------------------------
@@ -238,9 +235,7 @@ class BoardTop(wiring.Component):
         # The output beats through a skid buffer: the UART's ready then stops at its register and
         # does not reach back through the normalizer into the cores in the same cycle (on the
         # iCE40 that was the longest path once the compact pipeline had removed the others).
-        m.submodules.out_slice = out_slice = SkidBuffer(shape=top.o_out.payload.shape())
-        wiring.connect(m, top.o_out, out_slice.i_data)
-        wiring.connect(m, out_slice.o_data, host.i_out)
+        wiring.connect(m, through_skid(m, "out_slice", top.o_out), host.i_out)
         m.d.comb += [
             host.i_busy.eq(top.o_busy), host.i_done.eq(top.o_done), host.i_error.eq(top.o_error),
             host.i_cycles.eq(top.o_cycles), host.i_mem_error.eq(mem.o_error),

@@ -287,6 +287,12 @@ class Normalizer(wiring.Component):
                 m.d.sync += [part_e.eq(e), part_shift.eq(tag.out_shift)]
         return first, Mux(first, e, part_e), Mux(first, tag.out_shift, part_shift)
 
+    def _aligned(self, y):
+        """``round_shift(o, e - P)`` from ``y = (2 * o) >> (e - P)``, ``(y >> 1) + y[0]``,
+        saturated to ``norm_o_bits`` (the stage after the barrel shift, in both paths)."""
+        top = 1 << (self._cfg.norm_o_bits - 1)
+        return saturate(add_rounded(0, y, 1), -top, top - 1)
+
     def _factor_shape(self):
         return unsigned(bits_for(self._factor_max))
 
@@ -298,7 +304,6 @@ class Normalizer(wiring.Component):
         cfg = self._cfg
         lanes = range(cfg.lanes)
         out = self.o_out.payload
-        norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
 
         # --- align: 2 * o floor-shifted by e - P; a first beat's r * out_mant --------------------
         align_y      = [Signal(signed(cfg.acc_o_bits + 1), name=f"align_y_{k}") for k in lanes]
@@ -319,7 +324,7 @@ class Normalizer(wiring.Component):
             m.d.sync += scale_factor.eq(round_shift(align_prod, cfg.recip_frac_bits))
         with m.If(advance):
             m.d.sync += scale_amount.eq(align_amount)
-            m.d.sync += [scale_aligned[k].eq(saturate(add_rounded(0, align_y[k], 1), norm_min, norm_max))
+            m.d.sync += [scale_aligned[k].eq(self._aligned(align_y[k]))
                          for k in lanes]
 
         # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
@@ -387,12 +392,10 @@ class Normalizer(wiring.Component):
         part_factor   = Signal(self._factor_shape(), name="part_factor", reset_less=True)
         lanes_aligned = [Signal(signed(cfg.norm_o_bits), name=f"lanes_aligned_{k}", reset_less=True)
                          for k in lanes]
-        norm_min, norm_max = -(1 << (cfg.norm_o_bits - 1)), (1 << (cfg.norm_o_bits - 1)) - 1
         with m.If(advance & valids[fac_last]):
             # round_shift(o, e - P) == (y >> 1) + y[0]: the rounding add and the saturation here,
             # the barrel shift before the queue.
-            m.d.sync += [lanes_aligned[k].eq(saturate(add_rounded(0, waiting[f"y_{k}"], 1),
-                                                      norm_min, norm_max)) for k in lanes]
+            m.d.sync += [lanes_aligned[k].eq(self._aligned(waiting[f"y_{k}"])) for k in lanes]
             with m.If(waiting["first"]):
                 m.d.sync += part_factor.eq(round_shift(product, cfg.recip_frac_bits))
 

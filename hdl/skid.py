@@ -12,7 +12,7 @@ from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer", "PipeRegister", "register_slice"]
+__all__ = ["SkidBuffer", "PipeRegister", "register_slice", "through_skid"]
 
 
 def _check_shape(shape):
@@ -46,6 +46,17 @@ def register_slice(cfg, *, shape):
     """The register slice of ``cfg.pipeline``: a :class:`SkidBuffer` (``full``) or a
     :class:`PipeRegister` (``compact``); both have latency 1 and full throughput."""
     return PipeRegister(shape=shape) if cfg.pipeline == "compact" else SkidBuffer(shape=shape)
+
+
+def through_skid(m, name, source, *, on=True):
+    """The stream ``source`` (an output, or the flipped view of an input) through a
+    :class:`SkidBuffer` added to ``m`` as submodule ``name``; returns the buffer's output. With
+    ``on`` false, ``source`` itself: no buffer."""
+    if not on:
+        return source
+    m.submodules[name] = skid = SkidBuffer(shape=source.payload.shape())
+    wiring.connect(m, source, skid.i_data)
+    return skid.o_data
 
 
 class SkidBuffer(_RegisterSlice):

@@ -31,7 +31,7 @@ from .normalize import Normalizer
 from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
 from .schedule import Scheduler
-from .skid import SkidBuffer
+from .skid import through_skid
 from .tree import ReductionTree
 
 __all__ = ["LeanAttention", "cycle_bits", "RTL_SCHEDULES"]
@@ -233,32 +233,18 @@ class LeanAttention(wiring.Component):
         """The scale lookup's output on its way to the normalizer: through a skid buffer, or
         straight with the compact pipeline (the normalizer's ``ready`` then reaches back to the
         arbiter in the same cycle, as a slow clock allows)."""
-        if self._cfg.pipeline == "compact":
-            return final
-        m.submodules.final_skid = skid = SkidBuffer(shape=final.payload.shape())
-        wiring.connect(m, final, skid.i_data)
-        return skid.o_data
+        return through_skid(m, "final_skid", final, on=self._cfg.pipeline != "compact")
 
     def _request(self, m, kind, c, req):
         """Core ``c``'s ``kind`` (``"k"`` or ``"v"``) request stream: the core's own, or with
         ``request_slices`` the output of a register slice behind it."""
-        if not self._request_slices:
-            return req
-        m.submodules[f"{kind}req_slice_{c}"] = skid = SkidBuffer(shape=kv_request_layout(self._cfg))
-        wiring.connect(m, req, skid.i_data)
-        return skid.o_data
+        return through_skid(m, f"{kind}req_slice_{c}", req, on=self._request_slices)
 
     def _partials(self, m, cores):
         """Each core's stream of partials: its ``o_partial``, or with ``partial_slices`` the output
         of a register slice behind it."""
-        parts = [core.o_partial for core in cores]
-        if not self._partial_slices:
-            return parts
-        for c, part in enumerate(parts):
-            m.submodules[f"partial_slice_{c}"] = skid = SkidBuffer(shape=partial_layout(self._cfg))
-            wiring.connect(m, part, skid.i_data)
-            parts[c] = skid.o_data
-        return parts
+        return [through_skid(m, f"partial_slice_{c}", core.o_partial, on=self._partial_slices)
+                for c, core in enumerate(cores)]
 
     def _route(self, m, sched, cores):
         """Each core's partials to the tree (cut heads) or straight on (whole heads); returns the

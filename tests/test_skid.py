@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Fragment, Value, signed
+from amaranth.hdl import Fragment, Module, Value, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from leanattn.hdl.config import PRESETS
-from leanattn.hdl.skid import PipeRegister, SkidBuffer, register_slice
+from leanattn.hdl.skid import PipeRegister, SkidBuffer, register_slice, through_skid
 from leanattn.sim.cocotb_stream import check_in_order
 from leanattn.sim.cocotb_util import (
     AMARANTH_LINT_WAIVERS,
@@ -336,3 +336,14 @@ def test_lint(request, shape, cls):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(verilog.convert(cls(shape=shape), name="skid", emit_src=False))
     assert verilator_lint(path, waivers=AMARANTH_LINT_WAIVERS) == []
+
+
+def test_through_skid():
+    """``through_skid`` puts a named SkidBuffer behind a stream and returns its output; off, the
+    stream itself and no buffer."""
+    m = Module()
+    source = stream.Signature(signed(7)).create(path=("src",))
+    assert through_skid(m, "cut", source, on=False) is source
+    out = through_skid(m, "cut", source)
+    assert out is not source and out.payload.shape() == signed(7)
+    assert [name for _, name, _ in Fragment.get(m, None).subfragments] == ["cut"]
