@@ -46,6 +46,16 @@ DEFAULT_BAUD = 115200
 #: keys is 4096 words, 16 DP16KD (two 36-bit halves, 512 words deep), the 8 banks 128 of the
 #: ECP5-85F's 208.
 BRAM_BANK_KEYS = 512
+
+
+def default_bank_keys(cfg, memory):
+    """Keys per bank of a board top's KV memory of kind ``memory`` (``"spram"`` or ``"bram"``)
+    when the top is not given them: on SPRAM all the UP5K's four hold, on block RAM
+    :data:`BRAM_BANK_KEYS` (at most what the configuration can address)."""
+    if memory == "spram":
+        from .spram import SPRAMBank
+        return SPRAMBank.max_keys(cfg)
+    return min(BRAM_BANK_KEYS, max_bank_keys(cfg))
 #: Byte times of silence inside a frame after which the parser drops it (22 ms at 115200 baud).
 TIMEOUT_BYTES = 256
 #: Kinds of KV memory bank.
@@ -181,10 +191,7 @@ class BoardTop(wiring.Component):
         """Keys per bank with ``platform``."""
         if self._bank_keys is not None:
             return self._bank_keys
-        if self.memory_for(platform) == "spram":
-            from .spram import SPRAMBank
-            return SPRAMBank.max_keys(self._cfg)
-        return min(BRAM_BANK_KEYS, max_bank_keys(self._cfg))
+        return default_bank_keys(self._cfg, self.memory_for(platform))
 
     def elaborate(self, platform):
         if platform is None and self._divisor is None:

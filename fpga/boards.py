@@ -110,8 +110,6 @@ class Board:
         Clock the design must reach on this board (``timing_met`` in the report).
     kv_ram : str
         ``SPRAM`` or ``BRAM``: where the board top keeps the KV banks.
-    bank_keys : int
-        Keys per KV bank of the board top at its preset, when the design does not say.
     overrides : dict
         Template overrides of the amaranth platform (Yosys and nextpnr options).
     """
@@ -123,7 +121,6 @@ class Board:
     preset:     str
     target_mhz: float
     kv_ram:     str
-    bank_keys:  int
     overrides:  dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -170,8 +167,9 @@ BOARDS = {
         device="iCE40UP5K-SG48", family=ICE40,
         available={"LUT4": 5280, "FF": 5280, "DSP": 8, "BRAM": 30, "SPRAM": 4},
         preset="tiny", target_mhz=24.0,
-        # One SPRAM per bank: 16K x 16 bits hold 32K int8 elements = 1024 keys of head_dim 32.
-        kv_ram="SPRAM", bank_keys=1024,
+        # tiny's K and V bank, two SPRAMs each: 2 x 16K x 16 bits hold 64K int8 elements, 2048
+        # keys of head_dim 32.
+        kv_ram="SPRAM",
         overrides={"synth_opts": "-dsp"},
     ),
     # LFE5U-85F-6BG381C (Lattice ECP5 and ECP5-5G family data sheet, FPGA-DS-02012, table 1.1:
@@ -183,7 +181,7 @@ BOARDS = {
         available={"LUT4": 83640, "FF": 83640, "DSP": 156, "BRAM": 208, "SPRAM": 0},
         preset="default", target_mhz=100.0,
         # 512 keys of head_dim 64, int8: 4096 words of 64 bits = 16 DP16KD per bank, 128 for 8 banks.
-        kv_ram="BRAM", bank_keys=512,
+        kv_ram="BRAM",
     ),
 }
 

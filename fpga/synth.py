@@ -157,14 +157,17 @@ def expected_primitives(cfg, board, *, bank_keys=None):
 
     ``DSP``: one or more blocks per datapath multiplier (:func:`datapath_multipliers`,
     :meth:`Multiplier.blocks`). The board's KV RAM (``SPRAM`` on the iCE40, ``BRAM`` on the ECP5):
-    a K and a V bank per core of ``bank_keys`` keys (default: the board's), each at least its bits
+    a K and a V bank per core of ``bank_keys`` keys (default: the board top's,
+    :func:`leanattn.fpga.board.default_bank_keys`), each at least its bits
     over one block's. Returns ``{key: {"at_least": n, "parts": [...]}}``, every part a dict saying
     where its count comes from.
     """
     board = get_board(board)
     if not isinstance(cfg, AttentionConfig):
         raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
-    bank_keys = board.bank_keys if bank_keys is None else bank_keys
+    if bank_keys is None:
+        from .board import default_bank_keys
+        bank_keys = default_bank_keys(cfg, board.kv_ram.lower())
     if not isinstance(bank_keys, int) or isinstance(bank_keys, bool):
         raise TypeError(f"bank_keys must be an integer, not {bank_keys!r}")
     if bank_keys < 1:
@@ -517,7 +520,7 @@ def synthesize(board, cfg, out_dir, *, design=None, seed=1, progress=True, prese
     expected : dict
         ``{key: {"at_least": n, "parts": [...]}}``, the primitives the design must contain;
         default :func:`expected_primitives` for ``cfg`` and the design's bank size
-        (``bank_keys_for(platform)`` or ``bank_keys``; else the board's). A design other than
+        (``bank_keys_for(platform)`` or ``bank_keys``; else the board top's default). A design other than
         the board top passes its own (``{}``: no check).
     pack : bool
         Also write the bitstream.

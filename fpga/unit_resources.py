@@ -36,7 +36,7 @@ from ..cli import UsageError, load_config
 from ..hdl.layouts import partial_layout
 
 __all__ = [
-    "Unit", "UNITS", "PER", "UP5K_BUDGET", "RESOURCES", "NOT_BUILT", "UnitSynthesisError",
+    "Unit", "UNITS", "PER", "UP5K_BUDGET", "RESOURCES", "NOT_BUILT", "ABSENT", "UnitSynthesisError",
     "yosys_command", "synthesize", "synthesize_unit", "report", "select_units", "unit_parser", "main",
 ]
 
@@ -59,6 +59,10 @@ UP5K_BUDGET = {"SB_MAC16": 8, "SB_LUT4": 5280, "FF": 5280, "SB_RAM40_4K": 30, "S
 #: Status of a unit whose module does not exist yet.
 NOT_BUILT = "not built yet"
 
+#: Status of a unit the configuration has no instance of (a merge or the reduction tree on one
+#: core): neither synthesized nor counted.
+ABSENT = "none in this configuration"
+
 
 class UnitSynthesisError(RuntimeError):
     """A unit whose module exists failed to build or to synthesize."""
@@ -68,6 +72,7 @@ class UnitSynthesisError(RuntimeError):
 PER = {
     "core":       lambda cfg: cfg.cores,
     "tree node":  lambda cfg: cfg.cores - 1,       # the reduction tree merges C partials in C - 1
+    "tree":       lambda cfg: int(cfg.cores > 1),  # the reduction tree itself: none on one core
     "shared":     lambda cfg: 1,
     "stream cut": lambda cfg: 0,                   # as many as the top cuts streams: not counted
 }
@@ -101,6 +106,10 @@ class Unit:
     def instances(self, cfg):
         """Instances counted in the total (0 for a unit inside another or per stream cut)."""
         return 0 if self.inside else PER[self.per](cfg)
+
+    def present(self, cfg):
+        """Whether a design of ``cfg`` holds the unit (a unit per stream cut always may)."""
+        return self.per == "stream cut" or PER[self.per](cfg) > 0
 
     def count_text(self, cfg):
         if self.inside:
@@ -202,6 +211,8 @@ def synthesize_unit(unit, cfg, out_dir):
            "instances": unit.instances(cfg), "count": unit.count_text(cfg)}
     if not unit.exists():
         return {**row, "status": NOT_BUILT}
+    if not unit.present(cfg):
+        return {**row, "status": ABSENT}
     try:
         component = unit.factory(cfg)
     except Exception as error:
@@ -239,6 +250,7 @@ def _markdown(rows, total, preset, cfg):
     per_core = [row["name"] for row in rows if row["per"] == "core" and not row["inside"]]
     inside = [f"{row['name']} (in {row['inside']})" for row in rows if row["inside"]]
     missing = [row["name"] for row in rows if row["status"] == NOT_BUILT]
+    absent = [row["name"] for row in rows if row["status"] == ABSENT]
     notes = [
         "",
         f"Preset `{preset}`: {cfg.cores} cores, {cfg.lanes} lanes, head_dim {cfg.head_dim}; "
@@ -251,6 +263,9 @@ def _markdown(rows, total, preset, cfg):
         notes.append(f"Counted inside their parent: {', '.join(inside)}.")
     if missing:
         notes.append(f"Not built yet (not in the total): {', '.join(missing)}.")
+    if absent:
+        notes.append(f"None in this configuration ({cfg.cores} core{'s' * (cfg.cores > 1)}): "
+                     f"{', '.join(absent)}.")
     over = [HEADERS[key] for key in RESOURCES if total[key] > UP5K_BUDGET[key]]
     # The sum of the units alone: a lower bound for the top (make area has the whole board top).
     notes.append(f"The datapath units alone are over the UP5K budget: {', '.join(over)}." if over else

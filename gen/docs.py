@@ -95,6 +95,9 @@ def units_table(configs=PRESETS):
         cls = getattr(importlib.import_module(f"leanattn.hdl.{module}"), name)
         cells = []
         for cfg in configs.values():
+            if name == "Merge" and cfg.cores == 1:
+                cells.append("none (one core)")
+                continue
             unit = cls(cfg)
             interval = getattr(unit, "interval", 1)
             cells.append(f"{unit.latency}" + (f" (every {interval})" if interval > 1 else ""))

@@ -502,16 +502,17 @@ def parse_overrides(config, assignments):
 
 
 PRESETS = {
-    # iCE40UP5K (8 SB_MAC16, 128 KiB SPRAM): exp2 indexed by the whole 8-bit logit fraction (no
-    # interpolation multiplier), weights of 15 bits so a weight x value product fits one 16x16
-    # SB_MAC16, a 1024-entry midpoint reciprocal table (block RAM, no multiplier), 16-bit
-    # multiplier slices reused over several cycles where the rate allows (score scaling,
-    # normalizer at 4 cycles per output beat).
+    # iCE40UP5K (5,280 logic cells, 8 SB_MAC16, 128 KiB SPRAM): one core with the compact
+    # pipeline (a second core and the reduction tree do not fit), exp2 indexed by the whole 8-bit
+    # logit fraction (no interpolation multiplier), weights of 15 bits so a weight x value
+    # product fits one 16x16 SB_MAC16, a 1024-entry midpoint reciprocal table (block RAM, no
+    # multiplier), 16-bit multiplier slices reused over several cycles where the rate allows
+    # (score scaling, normalizer at 4 cycles per output beat).
     "tiny": AttentionConfig(
-        head_dim=32, lanes=1, cores=2, tile=16, max_context=1024, max_heads=8,
+        head_dim=32, lanes=1, cores=1, tile=16, max_context=1024, max_heads=8,
         logit_frac_bits=8, exp_index_bits=8, exp_frac_bits=14,
         recip_index_bits=10, recip_interp_bits=0, recip_frac_bits=16,
-        dsp_bits=16, norm_cycles=4,
+        dsp_bits=16, norm_cycles=4, pipeline="compact",
     ),
     # ECP5-85F: 1024-entry exp2 table (one DP16KD per core), 17-bit weights for MULT18X18D.
     "default": AttentionConfig(

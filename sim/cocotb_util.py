@@ -490,6 +490,12 @@ AMARANTH_LINT_WAIVERS = {
     ("UNUSEDSIGNAL", "Signal is not used: '*.*'"):
         "Amaranth emits one named wire per field of a layout-typed signal (`\\x.field`) for "
         "waveform viewers; they drive nothing by design. Only these dotted names are waived.",
+    ("UNUSEDSIGNAL", "Signal is not driven, nor used: '*.*'"):
+        "Likewise for a field of no bits (a bank index when there is one bank): its named wire "
+        "has nothing to carry. Only dotted names are waived.",
+    ("ASCRANGE", "*bit range: [-1:0]"):
+        "The range Amaranth's back-end writes for such a zero-width field wire (`wire [-1:0] "
+        "\\x.bank`); no other range is waived.",
     ("UNUSEDSIGNAL", "Signal is not used: '*[*]'"):
         "Likewise one named wire per element of an array-layout signal (`\\x[3]`), for waveform "
         "viewers; only these indexed names are waived.",

@@ -1,7 +1,8 @@
 """Waveform of one job on the generated RTL: the accelerator's top-level ports as WaveDrom and SVG.
 
-``python -m leanattn.sim.waves --out docs/img`` runs a small job (``tiny``, one head of 2 keys, cut
-across the two cores and merged in the reduction tree) through the generated Verilog of
+``python -m leanattn.sim.waves --out docs/img --set cores=2 --set pipeline=full`` runs a small job
+(``tiny`` on two cores, the smallest configuration with a reduction tree: one head of 2 keys, cut
+across the two cores and merged in the tree) through the generated Verilog of
 :class:`~leanattn.sim.systop.SystemBench` -- the accelerator with its KV memory, ``latency`` extra
 cycles on every memory response, no stalls -- inside the stream harness of :mod:`leanattn.sim.harness`
 that the system bench uses, on Icarus Verilog, which writes a VCD of the accelerator's own scope.
@@ -30,8 +31,11 @@ import numpy as np
 __all__ = ["VcdSignal", "read_vcd", "sample", "JobRun", "job_arrays", "run_job", "wavedrom", "render_svg",
            "main"]
 
-#: The job of the documented waveform: head lengths on ``tiny``.
+#: The job of the documented waveform: head lengths on ``tiny`` ...
 DEFAULT_LENGTHS = (2,)
+
+#: ... with these ``--set`` overrides (tiny on two cores: ``leanattn.sim.configs.TINY2``).
+DOC_OVERRIDES = ("cores=2", "pipeline=full")
 
 #: Where the accelerator sits in the simulation: test bench, harness, system bench, top.
 TOP_SCOPE = "waves_tb.h.dut.top"
@@ -431,8 +435,10 @@ def render_svg(source):
 # --- command line -----------------------------------------------------------------------------------
 
 def main(argv=None):
-    """``python -m leanattn.sim.waves [--out docs/img]``: simulate the job, write the JSON and SVG."""
-    from ..hdl.config import PRESETS, AttentionConfig
+    """``python -m leanattn.sim.waves [--out docs/img] [--set FIELD=VALUE ...]``: simulate the job,
+    write the JSON and SVG."""
+    from ..cli import UsageError, load_config
+    from ..hdl.config import PRESETS
     from .perf import predict
 
     parser = argparse.ArgumentParser(prog="python -m leanattn.sim.waves",
@@ -441,6 +447,9 @@ def main(argv=None):
                         help="where job_waveform.json and .svg go")
     parser.add_argument("--build-dir", default="build/waves", metavar="DIR", help="simulation folder")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a field of the preset (repeatable; the docs' waveform: "
+                             + " ".join(f"--set {o}" for o in DOC_OVERRIDES) + ")")
     parser.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), metavar="N",
                         help="head lengths of the job (default: %(default)s)")
     parser.add_argument("--latency", type=int, default=2, help="extra cycles on every memory response")
@@ -448,7 +457,11 @@ def main(argv=None):
                         "the most segments)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    cfg = AttentionConfig.preset(args.preset)
+    try:
+        cfg = load_config(args.preset, None, args.overrides)
+    except UsageError as error:
+        parser.error(str(error))
+    name = args.preset + "".join(f" {o}" for o in args.overrides)
     if any(n < 1 for n in args.lengths) or args.latency < 0:
         parser.error("--lengths must be at least 1 and --latency at least 0")
     pred = predict(cfg, args.lengths, latency=args.latency)
@@ -456,14 +469,14 @@ def main(argv=None):
     if core is None:
         core = max(range(cfg.cores), key=lambda c: len(pred.cores[c].segments))
     run = run_job(cfg, args.lengths, build_dir=args.build_dir, latency=args.latency, seed=args.seed)
-    title = (f"leanattn {args.preset}: one job, heads of {', '.join(map(str, args.lengths))} keys, memory "
+    title = (f"leanattn {name}: one job, heads of {', '.join(map(str, args.lengths))} keys, memory "
              f"latency {args.latency}, {run.cycles} cycles; ports of core {core}; // = cycles left out")
     source = wavedrom(cfg, run.vcd, core=core, title=title)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "job_waveform.json").write_text(json.dumps(source, indent=1) + "\n")
     (out / "job_waveform.svg").write_text(render_svg(source) + "\n")
-    print(f"leanattn waves: {args.preset}, lengths {args.lengths}: o_cycles {run.cycles} (cycle model "
+    print(f"leanattn waves: {name}, lengths {args.lengths}: o_cycles {run.cycles} (cycle model "
           f"{pred.cycles}), outputs equal the golden model's -> {out / 'job_waveform.json'}, "
           f"{out / 'job_waveform.svg'}")
     return 0

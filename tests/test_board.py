@@ -226,7 +226,7 @@ def test_driver_errors():
 #: Yosys leaves beside merged registers, the leaf FIFOs' unused level outputs): ACCELERATOR_ALIASES.
 #: The board's own: the plain (non-stream) ports of its submodules leave a parent-side alias wire
 #: beside the instance connection, as stream ports do (HIERARCHY_LINT_WAIVERS): BOARD_ALIASES.
-ACCELERATOR_ALIASES = ("head", "keys", "rest", "h", "start_*", "o_cross", "i_cross", "i_cross$*", "o_scanned",
+ACCELERATOR_ALIASES = ("head", "keys", "rest", "h", "start_*", "pending", "o_cross", "i_cross", "i_cross$*", "o_scanned",
                        "level", "r_level", "w_level", "produce", "consume", "r_data*", "r_rdy*", "r_en*",
                        "w_data*", "w_rdy*", "w_en*")
 BOARD_ALIASES = ("i_clear", "o_busy", "o_cycles", "o_done", "o_error", "o_error$*", "o_link_clear", "rx$*",
@@ -240,16 +240,18 @@ BOARD_LINT_WAIVERS = {
 }
 
 
-def test_lint(request):
+@pytest.mark.parametrize("name", ["tiny", "tiny2"])
+def test_lint(request, name):
     path = bench_dir(request) / "board.v"
     path.parent.mkdir(parents=True, exist_ok=True)
-    board = BoardTop(TEST_CONFIGS["tiny"], divisor=DIVISOR, bank_keys=8)
+    board = BoardTop(TEST_CONFIGS[name], divisor=DIVISOR, bank_keys=8)
     path.write_text(design_verilog(board, toplevel="board"))
     assert verilator_lint(path, waivers=BOARD_LINT_WAIVERS) == []
 
 
 def test_icebreaker():
-    """tiny on the iCEBreaker: SB_PLL40_PAD 12 -> 24 MHz, four SPRAMs of 1024 keys, UART and LEDs."""
+    """tiny on the iCEBreaker: SB_PLL40_PAD 12 -> 24 MHz, four SPRAMs (a K and a V bank of 2048
+    keys, two SPRAMs each), UART and LEDs."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     platform = ICEBreakerPlatform()
@@ -260,7 +262,7 @@ def test_icebreaker():
     assert all(f"parameter \\{name} {value}\n" in netlist
                for name, value in (("DIVR", 0), ("DIVF", 63), ("DIVQ", 5), ("FILTER_RANGE", 1)))
     assert netlist.count("cell \\SB_SPRAM256KA") == 4
-    assert top.memory_for(platform) == "spram" and top.bank_keys_for(platform) == 1024
+    assert top.memory_for(platform) == "spram" and top.bank_keys_for(platform) == 2048
     assert not top.kv_slices_for(platform) and not top.partial_slices_for(platform)
     assert not top.request_slices_for(platform)
     assert "_slice_" not in netlist             # not on K and V, behind the partials, on the requests

@@ -300,7 +300,8 @@ def test_latency_property(lanes):
 
 
 def test_latency_presets():
-    assert [DotProduct(cfg).latency for cfg in TEST_CONFIGS.values()] == [2, 3, 4, 3]
+    latency = {name: DotProduct(cfg).latency for name, cfg in TEST_CONFIGS.items()}
+    assert latency == {"tiny": 2, "default": 3, "wide": 4, "tiny2": 2, "odd": 3}
 
 
 def test_wrong_latency_is_caught():

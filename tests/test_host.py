@@ -91,7 +91,7 @@ def serve(cfg, job, *, bank_keys):
 def test_board_command(job_file, tmp_path, capsys):
     cfg, path = job_file
     job = load_job(path, cfg)
-    board, port, fds = serve(cfg, job, bank_keys=64)
+    board, port, fds = serve(cfg, job, bank_keys=128)
     out_path = tmp_path / "out.npz"
     try:
         status = host.run(board_args(str(path), "-o", str(out_path), "--port", port, "--preset", "tiny",

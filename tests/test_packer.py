@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.kvmem import Kind, kv_write_layout, max_bank_keys
-from leanattn.sim.configs import TEST_CONFIGS
+from leanattn.sim.configs import TEST_CONFIGS, TINY2
 from leanattn.sim.packer import PackedKV, bank_keys_for, pack_kv
 from leanattn.sim.partition import core_bounds, schedule_shares
 
@@ -180,7 +180,7 @@ def test_idle_cores():
 
 
 def test_result_type():
-    cfg = PRESETS["tiny"]
+    cfg = TINY2                                             # two cores: a window per bank
     k, v = random_kv(cfg, [5, 9], 0)
     packed = pack_kv(cfg, [5, 9], k, v, bank_keys=7)
     assert isinstance(packed, PackedKV)

@@ -30,7 +30,7 @@ from leanattn.hdl.tilebuf import TileBuffer
 from leanattn.hdl.top import LeanAttention
 from leanattn.hdl.tree import TreeNode
 from leanattn.sim import perf
-from leanattn.sim.configs import TEST_CONFIGS
+from leanattn.sim.configs import TEST_CONFIGS, TINY2
 from leanattn.sim.job import JobError
 from leanattn.sim.jobgen import random_int_job
 from leanattn.sim.partition import partition, tree_merges
@@ -39,9 +39,9 @@ from leanattn.sim.system import run_system
 
 # --- the model against the RTL -------------------------------------------------------------------
 
-#: Fast tier, tiny: max_context (1024, one head over both cores), many one-key heads, ragged mixes,
-#: tile +- 1, one tile per core, a head one key past a tile per core, and a job whose cycles depend
-#: on the arbiter pointer the job before left.
+#: Fast tier, tiny and tiny2: max_context (1024; on two cores one head over both), many one-key
+#: heads, ragged mixes, tile +- 1, one tile per core, a head one key past a tile per core, and (on
+#: two cores) a job whose cycles depend on the arbiter pointer the job before left.
 FAST_SHAPES = [
     [1024], [1] * 8, [15, 17, 1, 32], [3, 1, 4, 1, 5, 9, 2, 6], [16, 16], [33], [40, 7, 20, 2],
     [1, 47], [31, 1, 1, 1, 1, 1, 1, 30], [2, 1, 2],
@@ -86,51 +86,53 @@ def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=Fal
     return cycles
 
 
-def test_rtl_tiny_fast(request):
-    check_against_rtl(request, PRESETS["tiny"], FAST_SHAPES, latency=2, seed=11)
+@pytest.mark.parametrize("name", ["tiny", "tiny2"])
+def test_rtl_tiny_fast(request, name):
+    """tiny (one core, compact pipeline) and tiny2 (two cores, full pipeline)."""
+    check_against_rtl(request, TEST_CONFIGS[name], FAST_SHAPES, latency=2, seed=11)
 
 
-@pytest.mark.parametrize("name, latency", [("tiny", 2), ("tiny1_compact", 2),
+@pytest.mark.parametrize("name, latency", [("tiny2", 2),
                                            pytest.param("default", 5, marks=pytest.mark.slow),
                                            pytest.param("tiny4", 3, marks=pytest.mark.slow)])
 def test_rtl_compact(request, name, latency):
     """The compact pipeline (fewer registers in the merge, reciprocal, exp2 and score units;
     one-beat register slices in the cores and the tree; no slice before the normalizer, and no
-    arbiter for one core): the model's cycles on every job, at tiny (the normalizer slower than
-    the cores: it holds back the scale lookup), tiny on one core, default and four tiny cores
-    (two tree levels)."""
+    arbiter for one core): the model's cycles on every job, at tiny on two cores (the normalizer
+    slower than the cores: it holds back the scale lookup), default and four tiny cores (two tree
+    levels). On one core it is the tiny preset (test_rtl_tiny_fast)."""
     cfg = FORMULA_CONFIGS[name].replace(pipeline="compact")
-    shapes = FAST_SHAPES if name.startswith("tiny") and name != "tiny4" else random_shapes(
+    shapes = FAST_SHAPES if name == "tiny2" else random_shapes(
         cfg, np.random.default_rng(31), 16)
     check_against_rtl(request, cfg, shapes, latency=latency, seed=13)
 
 
 @pytest.mark.parametrize("name, schedule, chunks, latency", [
-    pytest.param("tiny", "fa2", 0, 2, marks=pytest.mark.slow), ("tiny", "flashdecoding", 0, 2),
+    pytest.param("tiny2", "fa2", 0, 2, marks=pytest.mark.slow), ("tiny2", "flashdecoding", 0, 2),
     pytest.param("default", "fa2", 0, 5, marks=pytest.mark.slow),
     pytest.param("default", "flashdecoding", 0, 5, marks=pytest.mark.slow),
     pytest.param("default", "flashdecoding", 2, 3, marks=pytest.mark.slow)])
 def test_rtl_schedules(request, name, schedule, chunks, latency):
     """The fa2 and flashdecoding schedules in the RTL: bit-exact with the golden model (which
     runs the same schedule), and the model's cycles on every job."""
-    cfg = PRESETS[name].replace(schedule=schedule, chunks=chunks)
+    cfg = TEST_CONFIGS[name].replace(schedule=schedule, chunks=chunks)
     check_against_rtl(request, cfg, random_shapes(cfg, np.random.default_rng(29), 16), latency, seed=7)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, latency", [("tiny", 7), ("default", 5)])
+@pytest.mark.parametrize("name, latency", [("tiny2", 7), ("default", 5)])
 def test_rtl_many_jobs(request, name, latency):
-    cfg = PRESETS[name]
+    cfg = TEST_CONFIGS[name]
     check_against_rtl(request, cfg, random_shapes(cfg, np.random.default_rng(23), 24), latency, seed=5)
 
 
-#: With a register slice behind every core's partial: tiny's fast shapes (cut heads over both
-#: cores, ragged mixes, one-key heads that queue at the arbiter; also on one core, the slice
-#: straight into the arbiter) and random jobs at default (cut heads over one and two tree levels,
+#: With a register slice behind every core's partial: tiny2's fast shapes (cut heads over both
+#: cores, ragged mixes, one-key heads that queue at the arbiter; also on one core with the full
+#: pipeline, the slice straight into the arbiter) and random jobs at default (cut heads over one and two tree levels,
 #: whole heads, many heads per core; lean and flashdecoding).
 SLICED_CASES = [
-    pytest.param("tiny", {}, FAST_SHAPES, 2, id="tiny"),
-    pytest.param("tiny", {"cores": 1}, FAST_SHAPES, 2, id="tiny-one-core", marks=pytest.mark.slow),
+    pytest.param("tiny2", {}, FAST_SHAPES, 2, id="tiny2"),
+    pytest.param("tiny2", {"cores": 1}, FAST_SHAPES, 2, id="tiny2-one-core", marks=pytest.mark.slow),
     pytest.param("default", {}, None, 3, id="default", marks=pytest.mark.slow),
     pytest.param("default", {"schedule": "flashdecoding"}, None, 5, id="default-flashdecoding",
                  marks=pytest.mark.slow),
@@ -142,7 +144,7 @@ def test_rtl_partial_slices(request, name, changes, shapes, latency):
     """LeanAttention(partial_slices=True): the model with ``partial_slices=True`` equals the RTL
     on every job, and the slices change the cycles of jobs (a partial beat reaches the routing
     a cycle later, and a core may go on while the slice holds two beats)."""
-    cfg = PRESETS[name].replace(**changes)
+    cfg = TEST_CONFIGS[name].replace(**changes)
     shapes = shapes or random_shapes(cfg, np.random.default_rng(31), 16)
     cycles = check_against_rtl(request, cfg, shapes, latency, seed=13, partial_slices=True)
     held, plain = 0, []
@@ -153,15 +155,15 @@ def test_rtl_partial_slices(request, name, changes, shapes, latency):
     assert cycles != plain
 
 
-#: With a register slice on every core's K and V requests: tiny's fast shapes, and random jobs at
+#: With a register slice on every core's K and V requests: tiny2's fast shapes, and random jobs at
 #: default (latency 3 as for the partial slices, and 150, where the request slots bound the K
 #: side of short heads and some jobs take two or three cycles more, not one), then with both
 #: kinds of slices.
 REQUEST_SLICED_CASES = [
-    pytest.param("tiny", {}, FAST_SHAPES, 2, False, id="tiny"),
+    pytest.param("tiny2", {}, FAST_SHAPES, 2, False, id="tiny2"),
     pytest.param("default", {}, None, 3, False, id="default", marks=pytest.mark.slow),
     pytest.param("default", {}, None, 150, False, id="default-latency150", marks=pytest.mark.slow),
-    pytest.param("tiny", {}, FAST_SHAPES, 2, True, id="tiny-partial-slices", marks=pytest.mark.slow),
+    pytest.param("tiny2", {}, FAST_SHAPES, 2, True, id="tiny2-partial-slices", marks=pytest.mark.slow),
     pytest.param("default", {}, None, 3, True, id="default-partial-slices", marks=pytest.mark.slow),
 ]
 
@@ -171,7 +173,7 @@ def test_rtl_request_slices(request, name, changes, shapes, latency, partial):
     """LeanAttention(request_slices=True), also with ``partial_slices=True``: the model with the
     same slices equals the RTL on every job, and the request slices change the cycles of jobs
     (every request reaches its bank a cycle later)."""
-    cfg = PRESETS[name].replace(**changes)
+    cfg = TEST_CONFIGS[name].replace(**changes)
     shapes = shapes or random_shapes(cfg, np.random.default_rng(37), 16)
     cycles = check_against_rtl(request, cfg, shapes, latency, seed=17, partial_slices=partial,
                                request_slices=True)
@@ -184,10 +186,10 @@ def test_rtl_request_slices(request, name, changes, shapes, latency, partial):
 
 
 #: Cycle counts measured on Verilator (system bench, no stalls), with the arbiter pointer the job
-#: before left: ``(preset, latency, pointer, lengths, o_cycles)``.
+#: before left: ``(configuration, latency, pointer, lengths, o_cycles)``.
 MEASURED = [
-    ("tiny", 2, 0, [40], 1364),
-    ("tiny", 2, 0, [1] * 8, 1395),
+    ("tiny2", 2, 0, [40], 1364),
+    ("tiny2", 2, 0, [1] * 8, 1395),
     ("default", 2, 0, [3, 3, 1, 3, 2, 2, 2, 1, 3, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 3, 1, 2, 3, 1, 1, 2, 1,
                        3, 1, 3, 3, 3], 637),
     ("default", 2, 0, [31, 33, 1, 64], 626),
@@ -197,16 +199,22 @@ MEASURED = [
     ("default", 2, 4, [1060, 413], 3301),
     ("default", 2, 4, [3, 2, 4, 4, 4, 1, 3, 4, 3, 1, 3, 3, 4, 3, 1, 1, 3, 4, 3, 1], 438),
     ("default", 2, 1, [24, 9, 30, 6, 32, 14, 13, 20, 1, 33], 763),
-    ("tiny", 30, 2, [1] * 8, 1423),
-    ("tiny", 30, 2, [36, 48, 37], 2893),
-    ("tiny", 30, 2, [6, 16, 7, 2, 11, 16, 12, 8], 2687),
-    ("tiny", 30, 1, [10, 13, 41, 29, 9, 43, 47], 4330),
+    ("tiny2", 30, 2, [1] * 8, 1423),
+    ("tiny2", 30, 2, [36, 48, 37], 2893),
+    ("tiny2", 30, 2, [6, 16, 7, 2, 11, 16, 12, 8], 2687),
+    ("tiny2", 30, 1, [10, 13, 41, 29, 9, 43, 47], 4330),
+    ("tiny", 2, 0, [40], 1989),
+    ("tiny", 2, 0, [1] * 8, 1591),
+    ("tiny", 30, 0, [36, 48, 37], 4925),
+    ("tiny", 30, 0, [6, 16, 7, 2, 11, 16, 12, 8], 4214),
+    ("tiny", 2, 0, [1024], 33477),
+    ("tiny", 150, 0, [10, 13, 41, 29, 9, 43, 47], 7757),
 ]
 
 
 @pytest.mark.parametrize("name, latency, held, lengths, cycles", MEASURED)
 def test_measured(name, latency, held, lengths, cycles):
-    assert perf.predict(PRESETS[name], lengths, latency=latency, arbiter_held=held).cycles == cycles
+    assert perf.predict(TEST_CONFIGS[name], lengths, latency=latency, arbiter_held=held).cycles == cycles
 
 
 # --- the constants are the units' ---------------------------------------------------------------------
@@ -239,8 +247,8 @@ def test_timing_matches_units(name, latency):
         + 1 + n * t.bpk - 1 + t.pv_latency + t.bpk - 1)
 
 
-@pytest.mark.parametrize("cfg", [PRESETS["tiny"], PRESETS["tiny"].replace(cores=1), TEST_CONFIGS["odd"],
-                                 TEST_CONFIGS["odd"].replace(cores=1)], ids=["tiny", "tiny1", "odd", "odd1"])
+@pytest.mark.parametrize("cfg", [PRESETS["tiny"], TINY2, TINY2.replace(cores=1), TEST_CONFIGS["odd"],
+                                 TEST_CONFIGS["odd"].replace(cores=1)], ids=["tiny", "tiny2", "tiny2_1", "odd", "odd1"])
 def test_timing_matches_top(cfg):
     """The downstream registers the model counts are the top's: the arbiter (not for a lone core
     with the compact pipeline) and the final skid buffer (not with the compact pipeline)."""
@@ -336,9 +344,10 @@ def test_phases_match_sliced_products(dsp_bits, cycles):
 
 FORMULA_CONFIGS = {
     **PRESETS,
-    "tiny4": PRESETS["tiny"].replace(cores=4, norm_cycles=2, max_heads=64),
-    "tiny4_compact": PRESETS["tiny"].replace(cores=4, norm_cycles=2, max_heads=64, pipeline="compact"),
-    "tiny1_compact": PRESETS["tiny"].replace(cores=1, pipeline="compact"),
+    "tiny2": TINY2,
+    "tiny2_compact": TINY2.replace(pipeline="compact"),
+    "tiny4": TINY2.replace(cores=4, norm_cycles=2, max_heads=64),
+    "tiny4_compact": TINY2.replace(cores=4, norm_cycles=2, max_heads=64, pipeline="compact"),
     "default_r3": PRESETS["default"].replace(norm_cycles=3),
     "default_c1": PRESETS["default"].replace(cores=1),
 }
@@ -403,10 +412,11 @@ def test_request_slices_one_cycle():
 def test_one_head_any_length():
     """One head of any n >= cores takes as long as one of cores * ceil(n / cores) keys: the
     largest share decides."""
-    for cfg in PRESETS.values():
+    for cfg in (*PRESETS.values(), TINY2):
         for n in range(cfg.cores, 12 * cfg.tile, 5):
             rounded = cfg.cores * -(-n // cfg.cores)
-            assert perf.predict(cfg, [n]).cycles == perf.split_heads_cycles(cfg, 1, rounded), n
+            formula = perf.split_heads_cycles if cfg.cores > 1 else perf.whole_heads_cycles
+            assert perf.predict(cfg, [n]).cycles == formula(cfg, 1, rounded), n
 
 
 def test_formula_errors():
@@ -429,12 +439,12 @@ def test_formula_errors():
 
 # --- what a prediction holds --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["tiny", "default", "wide"])
+@pytest.mark.parametrize("name", ["tiny", "tiny2", "default", "wide"])
 @pytest.mark.parametrize("slices", SLICES.values(), ids=SLICES.keys())
 def test_timeline(name, slices):
     """Event order inside every segment, cut flags and merges as the partition says, the last head
     out at the job's end, and the value beats counted once."""
-    cfg = PRESETS[name]
+    cfg = TEST_CONFIGS[name]
     rng = np.random.default_rng(3)
     for _ in range(10):
         lengths = [int(n) for n in rng.integers(1, 4 * cfg.tile, int(rng.integers(1, 12)))]
@@ -489,7 +499,7 @@ def test_schedules():
 def test_arbiter_pointer():
     """The arbiter's round-robin pointer carries over from the job before: with short heads it
     decides which core's partial waits, and so the cycles (the RTL runs check the chaining)."""
-    cfg = PRESETS["tiny"]
+    cfg = TINY2
     assert [perf.predict(cfg, [2, 1, 2], arbiter_held=h).cycles for h in range(3)] == [674, 654, 654]
     assert perf.predict(cfg, [2, 1, 2]).arbiter_held in range(3)
 
@@ -507,7 +517,7 @@ def test_large_job_is_fast():
 # --- errors -------------------------------------------------------------------------------------------
 
 def test_predict_errors():
-    cfg = PRESETS["tiny"]
+    cfg = TINY2
     with pytest.raises(ValueError, match="every head length must be at least 1, not 0"):
         perf.predict(cfg, [3, 0, 2])
     with pytest.raises(ValueError, match="a job needs at least one head"):
@@ -591,7 +601,7 @@ def test_cli_json(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     pred = perf.predict(PRESETS["tiny"], [100, 3, 40], latency=5)
     assert out["cycles"] == pred.cycles
-    assert out["ideal_cycles"] == pred.ideal_cycles == 143 * 32 / 2
+    assert out["ideal_cycles"] == pred.ideal_cycles == 143 * 32 / PRESETS["tiny"].cores
     assert out["efficiency"] == pytest.approx(pred.ideal_cycles / pred.cycles)
     assert out["busy"] == [core.busy for core in pred.cores]
     assert (out["heads"], out["keys"], out["latency"], out["config"]) == (3, 143, 5, "tiny")

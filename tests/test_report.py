@@ -12,6 +12,7 @@ import pytest
 
 from leanattn.hdl.config import PRESETS
 from leanattn.sim import golden, report
+from leanattn.sim.configs import TINY2
 from leanattn.sim.job import load_job
 from leanattn.sim.perf import predict
 from leanattn.sim.reference import attention, datapath_error_bounds, rel_l2
@@ -63,7 +64,8 @@ def _synth_report(path, *, cfg=None, fmax=61.25):
 
 @pytest.fixture(scope="module")
 def float_report(tmp_path_factory):
-    """``leanattn report`` of a float job at ``tiny``: the output folder and what it was made from."""
+    """``leanattn report`` of a float job at ``tiny`` on two cores (as ``tiny2``: a head cut and
+    merged): the output folder and what it was made from."""
     tmp = tmp_path_factory.mktemp("report")
     job_path = _float_job(tmp / "job.npz")
     out = tmp / "out"
@@ -71,7 +73,8 @@ def float_report(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
-        assert report.main([str(job_path), "--preset", "tiny", "-o", str(out)]) == 0
+        assert report.main([str(job_path), "--preset", "tiny", "--set", "cores=2", "--set", "pipeline=full",
+                            "-o", str(out)]) == 0
     finally:
         os.chdir(cwd)
     return out, job_path
@@ -96,7 +99,7 @@ def test_files_and_sections(float_report):
 
 def test_numbers_equal_the_models(float_report):
     out, job_path = float_report
-    cfg = PRESETS["tiny"]
+    cfg = TINY2
     md = (out / "report.md").read_text()
     job = load_job(job_path, cfg)
     result = golden.run(cfg, job).out * job.head_scales("out")[:, None]

@@ -332,7 +332,7 @@ def test_multiplier_slices(case):
     assert (len(dut.products.slices), dut.multipliers, dut.interval) == (slices, multipliers, interval)
     assert dut.multipliers == -(-slices // cfg.beats_per_key)
     assert dut.interval == -(-slices // dut.multipliers) <= cfg.beats_per_key
-    stages = 3 if cfg.pipeline == "compact" else 5
+    stages = 4 if cfg.pipeline == "compact" else 5
     assert dut.latency == (stages if interval == 1 else stages + interval)
     for s in dut.products.slices:                   # every partial product fits one multiplier
         assert s.x_width <= cfg.dsp_bits and s.y_width <= cfg.dsp_bits
@@ -415,12 +415,12 @@ def test_ready_low_while_busy(name):
 
 
 def test_latency_property():
-    """mul, sum, shf, rnd and the output register (compact: no rnd); with a serial
+    """mul, sum, shf, rnd and the output register (compact, tiny and odd: no rnd); with a serial
     multiplier also load and the further cycles of mul. Every test configuration gets one 18- or
     16-bit multiplier taking q.k's two slices over two cycles; a wrong latency fails the bench."""
     assert {name: (len(dut.products.slices), dut.multipliers, dut.interval, dut.latency)
             for name, dut in ((name, ScoreScale(cfg)) for name, cfg in TEST_CONFIGS.items())} == \
-        {name: (2, 1, 2, 6 if name == "odd" else 7) for name in CONFIGS}     # odd: compact
+        {name: (2, 1, 2, 6 if TEST_CONFIGS[name].pipeline == "compact" else 7) for name in CONFIGS}
     assert ScoreScale(PARALLEL).latency == 5
     assert ScoreScale(PARALLEL.replace(pipeline="compact")).latency == 4
     cfg = TEST_CONFIGS["default"]

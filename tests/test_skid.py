@@ -222,7 +222,7 @@ def test_pipe_register_outputs():
 
 
 def test_register_slice_follows_the_pipeline():
-    full = register_slice(PRESETS["tiny"], shape=STRUCT)
+    full = register_slice(PRESETS["tiny"].replace(pipeline="full"), shape=STRUCT)
     compact = register_slice(PRESETS["tiny"].replace(pipeline="compact"), shape=8)
     for dut in (full, compact):
         Fragment.get(dut, None)          # elaborated, as a design would

@@ -15,7 +15,7 @@ from leanattn.hdl.kvmem import KVBank, KVMemory, bank_write_layout
 from leanattn.hdl.ports import kv_data_layout, kv_request_layout
 from leanattn.sim.cocotb_stream import check_in_order
 from leanattn.sim.cocotb_util import design_verilog, run_cocotb
-from leanattn.sim.configs import TEST_CONFIGS
+from leanattn.sim.configs import TEST_CONFIGS, TINY2
 from leanattn.sim.harness import harness_verilog, stream_ports
 from leanattn.sim.stream_bench import bench_dir, simulate
 
@@ -164,7 +164,8 @@ def test_geometry():
     assert spram_geometry(4, 65536) == (4, 1, 1)
     assert spram_geometry(16, 16384) == (1, 1, 1)
     assert spram_geometry(33, 100) == (1, 3, 1)
-    assert SPRAMBank.max_keys(PRESETS["tiny"]) == 1024     # 4 SPRAMs, 2 cores x K and V
+    assert SPRAMBank.max_keys(PRESETS["tiny"]) == 2048     # 4 SPRAMs, 1 core x K and V: two each
+    assert SPRAMBank.max_keys(TINY2) == 1024                # 2 cores x K and V: one each
     assert SPRAMBank(PRESETS["tiny"], bank_keys=1024).sprams == 1
     assert SPRAMBank(PRESETS["tiny"], bank_keys=1025).sprams == 2
     with pytest.raises(ValueError, match="4 SPRAMs cannot hold 8 banks"):

@@ -19,6 +19,7 @@ from leanattn.fpga import synth
 from leanattn.fpga.boards import BOARDS, ECP5, ICE40, RESOURCE_KEYS, board, toolchain_env
 from leanattn.fpga.synth import Multiplier, datapath_multipliers, expected_primitives, synthesize
 from leanattn.hdl.config import PRESETS
+from leanattn.sim.configs import TINY2
 
 #: Operand width of the stand-in's multiplier: one block on either family.
 WIDTH = 16
@@ -76,21 +77,17 @@ def _check_types(report):
 
 # --- the flow on both families ------------------------------------------------------------------------
 
-#: The board top that fits the iCE40UP5K: ``tiny`` on one core with the compact pipeline.
-UP5K = PRESETS["tiny"].replace(cores=1, pipeline="compact")
-
-
 @pytest.mark.slow
 def test_up5k_board_top_fits_and_meets_timing(tmp_path):
-    """The whole board top (one core with the compact pipeline, four SPRAM KV banks, the UART host
-    interface) placed and routed on the iCE40UP5K at seed 1: it fits, with every primitive the
-    design needs, and meets the board's 24 MHz (about 4 minutes). Guards the fit and the clock
-    against every later change."""
-    report = synthesize("icebreaker", UP5K, tmp_path, progress=False)
+    """The whole board top of ``tiny`` (one core with the compact pipeline, four SPRAMs as a K and
+    a V bank, the UART host interface) placed and routed on the iCE40UP5K at seed 1: it fits, with
+    every primitive the design needs, and meets the board's 24 MHz (about 2 minutes). Guards the
+    fit and the clock against every later change."""
+    report = synthesize("icebreaker", PRESETS["tiny"], tmp_path, progress=False)
     res = report["resources"]
     assert report["reasons"] == [] and report["fits"] is True, report["reasons"]
     assert res["LUT4"]["source"] == "placed" and res["LUT4"]["used"] <= res["LUT4"]["available"]
-    need = expected_primitives(UP5K, "icebreaker")
+    need = expected_primitives(PRESETS["tiny"], "icebreaker")
     assert res["SPRAM"]["used"] == 4 and res["DSP"]["used"] >= need["DSP"]["at_least"] == 5
     assert report["timing_met"] is True and report["fmax_mhz"] >= BOARDS["icebreaker"].target_mhz, \
         (report["fmax_mhz"], report["critical_path"]["from"], report["critical_path"]["to"])
@@ -286,16 +283,19 @@ def test_expected_primitives_tiny_icebreaker():
     # Per core: the dot product's 8x8 multiplier, one score multiplier (q.k is 21 bits, the score
     # mantissa 16: 2 slices of 16 bits over the 32 cycles of a key), PV's 15x8 weight x value.
     # Shared: the normalizer at 4 cycles per beat, one multiplier for r x out_mant (17 x 16 bits:
-    # 2 slices) and one for o x factor (25 x 16: 2 slices). 2 x 3 + 2 = 8, all of the UP5K's.
+    # 2 slices) and one for o x factor (25 x 16: 2 slices). One core: 3 + 2 = 5 of the UP5K's 8.
     need = expected_primitives(PRESETS["tiny"], "icebreaker")
-    assert need["DSP"]["at_least"] == 8
+    assert need["DSP"]["at_least"] == 5
     units = {}
     for part in need["DSP"]["parts"]:
         units[part["unit"]] = units.get(part["unit"], 0) + part["blocks"]
-    assert units == {"DotProduct": 2, "ScoreScale": 2, "PVAccumulator": 2, "Normalizer": 2}
-    # A K and a V bank per core, each one 16K x 16 SPRAM (1024 keys x 32 elements x 8 bits).
+    assert units == {"DotProduct": 1, "ScoreScale": 1, "PVAccumulator": 1, "Normalizer": 2}
+    # A K and a V bank, each of two 16K x 16 SPRAMs (2048 keys x 32 elements x 8 bits).
     assert need["SPRAM"]["at_least"] == 4
     assert set(need) == {"DSP", "SPRAM"}
+    # Two cores: 2 x 3 + 2 = 8, all of them; a bank per core and kind, one SPRAM each.
+    need = expected_primitives(TINY2, "icebreaker")
+    assert (need["DSP"]["at_least"], need["SPRAM"]["at_least"]) == (8, 4)
 
 
 def test_expected_primitives_default_ulx3s():
@@ -317,7 +317,7 @@ def test_expected_primitives_wide_and_cross_family():
     assert exp2 == [{"unit": "Exp2", "what": "slope x remainder", "instances": 8, "bits": [22, 4],
                      "blocks_each": 1, "blocks": 8}]
     # The default preset's 18-bit score slices need two 16x16 SB_MAC16 each on an iCE40.
-    score = [part for part in expected_primitives(PRESETS["default"], "icebreaker")["DSP"]["parts"]
+    score = [part for part in expected_primitives(PRESETS["default"], "icebreaker", bank_keys=64)["DSP"]["parts"]
              if part["unit"] == "ScoreScale"]
     assert [part["blocks_each"] for part in score] == [2]
 
@@ -329,7 +329,7 @@ def test_multiplier_blocks():
     assert Multiplier("u", "w", 1, 1, 16).blocks(ECP5) == 0          # a 1-bit operand: LUTs
     assert Multiplier("u", "w", 1, 5, 5).blocks(ICE40) == 0          # product under 11 bits: LUTs
     assert Multiplier("u", "w", 1, 5, 5).blocks(ECP5) == 1
-    muls = datapath_multipliers(PRESETS["tiny"])
+    muls = datapath_multipliers(TINY2)
     assert all(isinstance(mul, Multiplier) for mul in muls)
     assert sum(mul.instances for mul in muls) == 8
 

@@ -23,12 +23,13 @@ from leanattn.hdl.config import PRESETS
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.tree import ReductionTree
 from leanattn.sim import golden
+from leanattn.sim.configs import TINY2
 from leanattn.sim.partition import flashdecoding_shares, head_spans
 from leanattn.sim.stream_bench import simulate
 
 #: (preset, cores, chunks): one group over all cores, groups of two and of four.
 CASES = {
-    "tiny-2":    PRESETS["tiny"].replace(schedule="flashdecoding"),
+    "tiny-2":    TINY2.replace(schedule="flashdecoding"),
     "default-4": PRESETS["default"].replace(schedule="flashdecoding"),
     "default-2": PRESETS["default"].replace(schedule="flashdecoding", chunks=2),
     "cores8-4":  PRESETS["default"].replace(cores=8, schedule="flashdecoding", chunks=4),

@@ -15,6 +15,7 @@ from leanattn.cli import UsageError
 from leanattn.fpga import unit_fmax as uf
 from leanattn.fpga import unit_resources as ur
 from leanattn.hdl.config import PRESETS
+from leanattn.sim.configs import TINY2
 from leanattn.sim.stream_bench import bench_dir
 
 TINY = PRESETS["tiny"]
@@ -29,9 +30,20 @@ def test_registry():
     assert names[len(ur.UNITS):] == ["AttentionCore", "Scheduler", "ReductionTree", "JobLoader", "KVBank"]
     assert len(set(names)) == len(names)
     assert all(unit.exists() for unit in uf.UNITS)
-    for name in ("tiny", "default"):
+    for cfg in (TINY, TINY2, PRESETS["default"]):
         for unit in uf.UNITS[len(ur.UNITS):]:
-            Fragment.get(unit.factory(PRESETS[name]), None)     # (elaborated: no unused warning)
+            if unit.present(cfg):
+                Fragment.get(unit.factory(cfg), None)       # (elaborated: no unused warning)
+    assert [unit.name for unit in uf.UNITS if not unit.present(TINY)] == ["Merge", "ReductionTree"]
+    assert all(unit.present(TINY2) for unit in uf.UNITS)
+
+
+def test_absent_units_are_not_timed(request):
+    """On one core the merge and the tree get a row saying so, and do not count against timing."""
+    units = [unit for unit in uf.UNITS if unit.name in ("Merge", "ReductionTree")]
+    data, markdown = uf.report(TINY, bench_dir(request), units=units, progress=False)
+    assert [row["status"] for row in data["units"]] == [ur.ABSENT, ur.ABSENT]
+    assert data["timing_met"] and "| ReductionTree | none in this configuration |" in markdown
 
 
 def test_select_units():

@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 from leanattn.fpga import unit_resources as ur
 from leanattn.hdl.config import PRESETS
 from leanattn.hdl.layouts import partial_layout
+from leanattn.sim.configs import TINY2
 from leanattn.sim.stream_bench import bench_dir
 
 TINY = PRESETS["tiny"]
@@ -45,9 +46,9 @@ def test_registry():
             "SkidBuffer"} <= set(names)
     for unit in ur.UNITS:
         assert unit.inside is None or unit.inside in names, unit
-    counted = {unit.name: unit.instances(TINY) for unit in ur.UNITS}
-    assert counted["Merge"] == TINY.cores - 1
-    assert counted["DotProduct"] == TINY.cores
+    counted = {unit.name: unit.instances(TINY2) for unit in ur.UNITS}
+    assert counted["Merge"] == TINY2.cores - 1
+    assert counted["DotProduct"] == TINY2.cores
     assert counted["Exp2"] == 0                  # inside OnlineSoftmax: counted there
     assert counted["SkidBuffer"] == 0
 
@@ -61,7 +62,7 @@ def test_registry_builds_every_existing_unit(unit):
 
 
 def test_per_must_be_known():
-    with pytest.raises(ValueError, match=re.escape("per must be one of core, tree node, shared, "
+    with pytest.raises(ValueError, match=re.escape("per must be one of core, tree node, tree, shared, "
                                                    "stream cut, not 'lane'")):
         ur.Unit("X", "leanattn.hdl.merge", "Merge", per="lane")
 
@@ -74,10 +75,20 @@ def test_missing_module_is_not_built_yet(request):
     data, markdown = ur.report(TINY, bench_dir(request), preset="tiny", units=ghosts, progress=False)
     assert [row["status"] for row in data["units"]] == [ur.NOT_BUILT, ur.NOT_BUILT]
     assert data["total"] == dict.fromkeys(ur.RESOURCES, 0) and data["fits"]
-    assert "| Ghost | 2 (per core) | not built yet |" in markdown
+    assert "| Ghost | 1 (per core) | not built yet |" in markdown
     assert "Not built yet (not in the total): Ghost, Phantom." in markdown
     assert json.loads((bench_dir(request) / "unit_resources.json").read_text()) == data
     assert (bench_dir(request) / "unit_resources.md").read_text() == markdown
+
+
+def test_absent_unit_is_not_synthesized(request):
+    """On one core there is no merge: a row says so, and the total does not count it."""
+    data, markdown = ur.report(TINY, bench_dir(request), preset="tiny", units=[MERGE], progress=False)
+    assert [row["status"] for row in data["units"]] == [ur.ABSENT]
+    assert data["total"] == dict.fromkeys(ur.RESOURCES, 0)
+    assert "| Merge | 0 (per tree node: cores - 1) | none in this configuration |" in markdown
+    assert "None in this configuration (1 core): Merge." in markdown
+    assert not (bench_dir(request) / "merge").exists()
 
 
 def test_existing_module_that_fails_is_an_error(request):
@@ -95,7 +106,7 @@ def test_existing_module_that_fails_is_an_error(request):
 def test_yosys_failure_is_an_error(request, monkeypatch):
     monkeypatch.setattr(ur, "yosys_command", lambda: "false")
     with pytest.raises(ur.UnitSynthesisError, match="yosys failed on merge"):
-        ur.synthesize_unit(MERGE, TINY, bench_dir(request))
+        ur.synthesize_unit(MERGE, TINY2, bench_dir(request))
 
 
 def test_cli_argument_errors(capsys):
@@ -109,10 +120,11 @@ def test_cli_argument_errors(capsys):
 
 @pytest.mark.slow
 def test_merge_at_tiny(request, capsys):
-    """The command line for Merge at tiny: a table on stdout, the progress bar on stderr, the JSON
-    and Markdown reports, and the structure the design implies."""
+    """The command line for Merge at tiny on two cores: a table on stdout, the progress bar on
+    stderr, the JSON and Markdown reports, and the structure the design implies."""
     out = bench_dir(request)
-    assert ur.main(["--preset", "tiny", "--units", "Merge", "--out", str(out)]) == 0
+    assert ur.main(["--preset", "tiny", "--set", "cores=2", "--set", "pipeline=full", "--units", "Merge",
+                    "--out", str(out)]) == 0
     stdout, stderr = capsys.readouterr()
     assert "synth_ice40" in stderr and "100%" in stderr                  # the tqdm bar
     assert stdout == (out / "unit_resources.md").read_text()
@@ -120,7 +132,7 @@ def test_merge_at_tiny(request, capsys):
     data = json.loads((out / "unit_resources.json").read_text())
     assert data["device"] == "iCE40UP5K" and data["preset"] == "tiny"
     (row,) = data["units"]
-    assert row["status"] == "ok" and row["instances"] == TINY.cores - 1
+    assert row["status"] == "ok" and row["instances"] == TINY2.cores - 1
     res, cells = row["resources"], row["cells"]
     # Alignment is shifts only (the running max is an integer): no multiplier, no memory.
     assert res["SB_MAC16"] == 0 and res["SB_RAM40_4K"] == 0 and res["SB_SPRAM256KA"] == 0
@@ -130,11 +142,11 @@ def test_merge_at_tiny(request, capsys):
     assert set(cell for cell in cells if cell.startswith("SB_DFF")) <= {"SB_DFFE", "SB_DFFESR",
                                                                        "SB_DFFESS"}
     # At least the output register: a whole partial beat (every bit is a distinct function).
-    assert res["FF"] >= partial_layout(TINY).size
-    assert data["total"] == {key: res[key] * (TINY.cores - 1) for key in ur.RESOURCES}
+    assert res["FF"] >= partial_layout(TINY2).size
+    assert data["total"] == {key: res[key] * (TINY2.cores - 1) for key in ur.RESOURCES}
     for name in ("merge.v", "merge.stat.json", "yosys.log"):
         assert (out / "merge" / name).is_file()
-    assert json.loads((out / "config.json").read_text())["fields"] == TINY.to_dict()
+    assert json.loads((out / "config.json").read_text())["fields"] == TINY2.to_dict()
 
 
 @pytest.mark.slow

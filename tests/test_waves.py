@@ -19,6 +19,7 @@ from leanattn.hdl.layouts import output_layout
 from leanattn.hdl.ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
 from leanattn.hdl.top import cycle_bits
 from leanattn.sim import golden, waves
+from leanattn.sim.configs import TINY2
 from leanattn.sim.job import Job
 from leanattn.sim.perf import predict, timing
 from leanattn.sim.system import job_cycles, read_outputs
@@ -120,15 +121,17 @@ def test_shorten_keeps_the_ends_of_repeated_stretches():
 
 @pytest.fixture(scope="module")
 def documented_run(tmp_path_factory):
-    """``python -m leanattn.sim.waves`` as the docs are made, into a temporary folder."""
+    """``python -m leanattn.sim.waves`` as the docs are made (tiny on two cores), into a temporary
+    folder."""
     out, build = tmp_path_factory.mktemp("img"), tmp_path_factory.mktemp("build")
-    assert waves.main(["--out", str(out), "--build-dir", str(build)]) == 0
+    overrides = [arg for o in waves.DOC_OVERRIDES for arg in ("--set", o)]
+    assert waves.main(["--out", str(out), "--build-dir", str(build), *overrides]) == 0
     return out, build
 
 
 def test_real_run_is_exact_and_matches_the_cycle_model(documented_run):
     _, build = documented_run
-    cfg = PRESETS["tiny"]
+    cfg = TINY2
     job = Job.from_arrays(cfg, **waves.job_arrays(cfg, waves.DEFAULT_LENGTHS))
     assert np.array_equal(read_outputs(cfg, build, job.flat_heads), golden.run(cfg, job).out)
     cycles = predict(cfg, list(waves.DEFAULT_LENGTHS), latency=2).cycles
@@ -153,7 +156,7 @@ def test_vcd_agrees_with_the_harness_logs(documented_run):
         rows = [line.split() for line in (build / f"xfer_{port}.txt").read_text().splitlines()]
         return [(int(cycle), int(payload, 16) >> shift) for _, payload, cycle in rows]
 
-    cfg = PRESETS["tiny"]
+    cfg = TINY2
     vcd = {p: fired(p) for p in ("i_desc", "i_query", "o_out")}
     # The harness logs o_out tagged with the job number (tagged_output_layout): the beat sits above it.
     logs = {"i_desc": logged("i_desc"), "i_query": logged("i_query"),
@@ -198,7 +201,8 @@ def test_svg_rendered_and_docs_current(documented_run):
     assert svg.startswith("<svg") and "<svg" in svg and "o_kreq_0" in svg and "h0.31" in svg
     for name in ("job_waveform.json", "job_waveform.svg"):
         assert (out / name).read_text() == (ROOT / "docs" / "img" / name).read_text(), (
-            f"docs/img/{name} is stale: run `python -m leanattn.sim.waves --out docs/img`")
+            f"docs/img/{name} is stale: run `python -m leanattn.sim.waves --out docs/img "
+            "--set cores=2 --set pipeline=full`")
 
 
 # --- docs/timing.md against the code ----------------------------------------------------------------
