@@ -608,7 +608,7 @@ def test_cli_json(tmp_path, capsys):
     assert "cores" not in out
     assert cli([str(path), "--preset", "tiny", "--json", "--timeline"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [len(core["segments"]) for core in out["cores"]] == [1, 3]
+    assert [len(core["segments"]) for core in out["cores"]] == [3]          # one core: every head
     done = perf.predict(PRESETS["tiny"], [100, 3, 40]).head_done
     assert out["head_done"] == {str(h): c for h, c in done.items()}
 
