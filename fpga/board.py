@@ -15,7 +15,8 @@ On a board (``elaborate(platform)`` with an amaranth-boards platform):
   ``led`` 0 a job was rejected or an error was seen (red on the iCEBreaker), ``led`` 1 busy,
   ``led`` 2 toggles at the end of every job, ``led`` 3 UART activity;
 * on an iCE40UP5K the KV banks are SPRAMs (:class:`~leanattn.fpga.spram.SPRAMBank`: at ``tiny``
-  one SB_SPRAM256KA per bank, 1024 keys per bank, 2048 keys per job); elsewhere
+  a K and a V bank of two SB_SPRAM256KA each, 2048 keys per bank and per job; on two cores one
+  SPRAM per bank, 1024 keys per bank); elsewhere
   :class:`~leanattn.hdl.kvmem.KVBank` on block RAM (on the ECP5, DP16KD), :data:`BRAM_BANK_KEYS`
   keys per bank by default.
 

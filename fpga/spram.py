@@ -3,8 +3,9 @@
 :class:`SPRAMBank` has :class:`~leanattn.hdl.kvmem.KVBank`'s members and behaviour, built on
 SPRAM instances: ``KVMemory(cfg, bank_keys=..., bank=SPRAMBank)``. Bank words narrower than a
 SPRAM word share it through the nibble write mask (``MASKWREN``): two 8-bit words per SPRAM word
-at ``tiny`` (one lane of int8), so one SPRAM holds 32768 words, a bank of 1024 keys at head_dim
-32, and the UP5K's four SPRAMs hold the K and V banks of both ``tiny`` cores (2048 keys per job).
+at ``tiny`` (one lane of int8), so one SPRAM holds 32768 words, 1024 keys at head_dim 32, and
+the UP5K's four SPRAMs hold ``tiny``'s K and V bank of 2048 keys each (two cores: a bank of 1024
+keys per core and kind).
 Wider words take SPRAMs side by side, deeper banks SPRAMs one after another.
 
 A SPRAM has one port: a write takes it for that cycle and the read side waits (the board never

@@ -4,11 +4,11 @@ Run as ``python -m leanattn.fpga.unit_fmax [--preset default] [--units A,B] [--o
 (``make fmax``). Every unit of :data:`UNITS` -- the registry of the resource report
 (:data:`leanattn.fpga.unit_resources.UNITS`), one whole core, the scheduler, the reduction tree,
 the job loader and a KV bank -- that the configuration has (a row says "none in this
-configuration" for the merge and the tree on one core) is converted to Verilog, synthesized with the venv's YoWASP Yosys
-(``synth_ecp5``, unused wires purged before LUT mapping) and placed and routed alone with
-``nextpnr-ecp5 --85k --package CABGA381 --out-of-context``. Out of context the unit's ports are
-not pins and the paths from and to them are not timed: the figures are those of the
-register-to-register paths inside the unit, an upper bound for the unit inside the top.
+configuration" for the merge and the tree on one core) is converted to Verilog, synthesized with
+the venv's YoWASP Yosys (``synth_ecp5``, unused wires purged before LUT mapping) and placed and
+routed alone with ``nextpnr-ecp5 --85k --package CABGA381 --out-of-context``. Out of context the
+unit's ports are not pins and the paths from and to them are not timed: the figures are those of
+the register-to-register paths inside the unit, an upper bound for the unit inside the top.
 
 The report gives, per unit: the Fmax of its clock, whether it reaches ``--target`` (default 100
 MHz, the ``ulx3s`` board's), and the critical path (start and end cell, delay, delay by kind, logic
@@ -33,8 +33,8 @@ from amaranth.back import verilog
 from ..cli import UsageError, load_config
 from .boards import tool_path
 from .synth import critical_path
-from .unit_resources import UNITS as DATAPATH_UNITS
 from .unit_resources import ABSENT, Unit, select_units, unit_parser
+from .unit_resources import UNITS as DATAPATH_UNITS
 
 __all__ = ["UNITS", "DEVICE", "UnitTimingError", "time_unit", "report", "main"]
 

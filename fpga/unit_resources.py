@@ -232,6 +232,10 @@ def _total(rows):
     return total
 
 
+def _plural(count, noun):
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def _markdown(rows, total, preset, cfg):
     lines = ["| unit | instances | " + " | ".join(HEADERS[key] for key in RESOURCES) + " |",
              "|" + " --- |" * (len(RESOURCES) + 2)]
@@ -253,7 +257,8 @@ def _markdown(rows, total, preset, cfg):
     absent = [row["name"] for row in rows if row["status"] == ABSENT]
     notes = [
         "",
-        f"Preset `{preset}`: {cfg.cores} cores, {cfg.lanes} lanes, head_dim {cfg.head_dim}; "
+        f"Preset `{preset}`: {_plural(cfg.cores, 'core')}, {_plural(cfg.lanes, 'lane')}, "
+        f"head_dim {cfg.head_dim}; "
         f"`synth_ice40 -dsp`, each unit alone. The total is the sum of instances x unit; the top's "
         f"scheduler, KV fetch and glue come on top.",
     ]
@@ -264,8 +269,7 @@ def _markdown(rows, total, preset, cfg):
     if missing:
         notes.append(f"Not built yet (not in the total): {', '.join(missing)}.")
     if absent:
-        notes.append(f"None in this configuration ({cfg.cores} core{'s' * (cfg.cores > 1)}): "
-                     f"{', '.join(absent)}.")
+        notes.append(f"None in this configuration ({_plural(cfg.cores, 'core')}): {', '.join(absent)}.")
     over = [HEADERS[key] for key in RESOURCES if total[key] > UP5K_BUDGET[key]]
     # The sum of the units alone: a lower bound for the top (make area has the whole board top).
     notes.append(f"The datapath units alone are over the UP5K budget: {', '.join(over)}." if over else

@@ -22,9 +22,9 @@ A bank word is ``lanes * input_bits`` bits wide and a bank has ``bank_keys * hea
 words, with one read port and one write port (the load always precedes the reads, so a
 single-port RAM serves a bank if a board top multiplexes the two). Word widths: 8 bits at
 ``tiny`` -- half of an iCE40UP5K SPRAM word (16K x 16); with the SPRAM's nibble write mask two
-words share one SPRAM word, so one SPRAM (32 KiB) holds a bank of up to 1024 keys, and the four
-SPRAMs hold the 2 x 2 banks of jobs up to 2048 keys (a full ``tiny`` job, 8 x 1024 keys, needs
-four times that); 64 bits at ``default`` (two 36-bit ECP5 PDPW16KD side by side per 512 words);
+words share one SPRAM word, so one SPRAM (32 KiB) holds 1024 keys, and the four SPRAMs hold
+``tiny``'s K and V bank (one core) of up to 2048 keys each (a full ``tiny`` job, 8 x 1024 keys,
+needs four times that); 64 bits at ``default`` (two 36-bit ECP5 PDPW16KD side by side per 512 words);
 33 at ``odd``; 128 at ``wide``.
 """
 

@@ -153,8 +153,8 @@ class Normalizer(wiring.Component):
     latency : int
         The reciprocal's latency (``len(recip_stages(cfg))``: 6 with interpolation, 4 without;
         2 and 1 with ``pipeline == "compact"``) plus ``len(stages)``: 6 with ``norm_cycles ==
-        1`` (12 in all at ``default``), ``6 + factor phases + lane phases`` otherwise (tiny: 14
-        in all).
+        1`` (12 in all at ``default``), ``6 + factor phases + lane phases`` otherwise (tiny: 11
+        in all, compact; 14 with the full pipeline).
 
     Latency: :attr:`latency` cycles from an input beat to its output beat.
     Throughput: one beat per :attr:`interval` cycles, sustained (beats offered back to back are

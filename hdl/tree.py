@@ -220,7 +220,7 @@ class ReductionTree(wiring.Component):
     Latency: :attr:`latency` cycles (``tree_levels`` times :attr:`TreeNode.latency`: 6 per
     level, 2 compact) from a leaf beat's transfer to the transfer of the output beat it becomes,
     when nothing stalls and the beat's partner at every merging node arrives at the same edge
-    (tiny: 6, default: 12, wide: 18). A partner arriving later delays the merged beat by as much.
+    (tiny on two cores: 6, default: 12, wide: 18). A partner arriving later delays the merged beat by as much.
     Throughput: one beat per cycle out of the root; every node moves one beat per cycle. No
     ``ready`` path is longer than one node: every node's output is a skid buffer (the compact
     pipeline's register slices pass ``ready`` through).

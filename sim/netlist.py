@@ -66,7 +66,7 @@ SYNTH_OPTIONS = BOARDS["icebreaker"].overrides["synth_opts"]
 #: Cells the netlist of the accelerator must instantiate: logic, DSP and block RAM.
 GATE_CELLS = ("SB_LUT4", "SB_MAC16", "SB_RAM40_4K")
 
-# Seconds Yosys may take (the tiny preset takes about a minute on two cores).
+# Seconds Yosys may take (the tiny preset takes about a minute).
 _SYNTH_TIMEOUT = 3600
 
 _FILES = {"rtl": "rtl.v", "script": "synth.ys", "log": "synth.log", "stat": "stat.json",

@@ -5,14 +5,15 @@ configuration's ``max_heads`` and ``max_context`` -- for a memory that answers e
 ``latency`` cycles later than :class:`~leanattn.hdl.kvmem.KVMemory` alone (the system bench's
 ``latency``) and nothing that stalls. It equals ``LeanAttention.o_cycles`` exactly, cycle for
 cycle, on every job ``tests/test_perf.py`` runs on the RTL: one Verilator run of the system bench
-per case, ``tiny`` at latency 2 (fast tier) and 7, ``default`` at latency 5, plus cycle counts
-measured at ``default`` latency 2 and ``tiny`` latency 30. With ``partial_slices=True`` it is the
-count of ``LeanAttention(cfg, partial_slices=True)`` (a register slice behind every core's
-partial), compared the same way at ``tiny`` latency 2 (fast tier; also on one core),
-``default`` latency 3 and ``default`` under ``flashdecoding`` at latency 5. With
-``request_slices=True`` it is the count of ``LeanAttention(cfg, request_slices=True)`` (a register
-slice on every core's K and V requests), compared at ``tiny`` latency 2 (fast tier), ``default``
-latencies 3 and 150, and with both kinds of slices at ``tiny`` latency 2 and ``default`` latency 3.
+per case, ``tiny`` (one core) and ``tiny2`` (two cores) at latency 2 (fast tier), ``tiny2`` at 7,
+``default`` at latency 5, plus cycle counts measured at ``default`` latency 2 and ``tiny`` and
+``tiny2`` latencies 2 to 150. With ``partial_slices=True`` it is the count of
+``LeanAttention(cfg, partial_slices=True)`` (a register slice behind every core's partial),
+compared the same way at ``tiny2`` latency 2 (fast tier; also on one core), ``default`` latency 3
+and ``default`` under ``flashdecoding`` at latency 5. With ``request_slices=True`` it is the count
+of ``LeanAttention(cfg, request_slices=True)`` (a register slice on every core's K and V
+requests), compared at ``tiny2`` latency 2 (fast tier), ``default`` latencies 3 and 150, and with
+both kinds of slices at ``tiny2`` latency 2 and ``default`` latency 3.
 
 The model
 ---------
@@ -73,7 +74,7 @@ beat), ``Lq = logit_latency``, ``W = weight_latency``, ``P = 3`` (last value bea
 partial beat), ``NL = norm_latency``, ``X = partial_slice`` (1 with ``partial_slices``, else 0),
 ``Z = request_slice`` (1 with ``request_slices``, else 0), ``G = merge_latency + 1`` (a tree
 node: 6, or 2 with the compact pipeline) -- all in
-:func:`timing`. Per preset: ``tiny`` B 32, T 16, C 2, R 4, Lq 12, W 5, NL 14, lev 1;
+:func:`timing`. Per preset: ``tiny`` B 32, T 16, C 1, R 4, Lq 11, W 4, NL 11, lev 0;
 ``default`` B 8, T 32, C 4, R 1, Lq 13, W 5, NL 12, lev 2; ``wide`` B 8, T 64, C 8, R 1, Lq 14,
 W 7, NL 12, lev 3. Every formula starts with the cycle at
 which a core whose first segment has ``k`` keys takes that segment's last value beat::
@@ -108,7 +109,7 @@ one core, which has no arbiter then; needs ``B >= 1 + 2 * X + Q`` if ``R > 1``):
 The first term: the cores' partials, ready in the same cycle, go through the arbiter one after the
 other, so the last core is ``(C - 1) * R * B`` cycles late, once; it holds while ``S >= C * R *
 B``. The second: the normalizer (one beat per ``R`` cycles, ``H * B`` beats) never waits, which
-happens for short heads (``S < C * R * B``: at ``default`` ``n <= 2``, at ``tiny`` ``n <= 4``).
+happens for short heads (``S < C * R * B``: at ``default`` ``n <= 2``, at ``tiny`` on two cores ``n <= 4``).
 
 ``tests/test_perf.py`` checks both formulas against :func:`predict` on grids of ``(H, n)`` and
 latencies, for every preset, with and without ``partial_slices`` and ``request_slices``, and

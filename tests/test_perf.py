@@ -128,8 +128,8 @@ def test_rtl_many_jobs(request, name, latency):
 
 #: With a register slice behind every core's partial: tiny2's fast shapes (cut heads over both
 #: cores, ragged mixes, one-key heads that queue at the arbiter; also on one core with the full
-#: pipeline, the slice straight into the arbiter) and random jobs at default (cut heads over one and two tree levels,
-#: whole heads, many heads per core; lean and flashdecoding).
+#: pipeline, the slice straight into the arbiter) and random jobs at default (cut heads over one
+#: and two tree levels, whole heads, many heads per core; lean and flashdecoding).
 SLICED_CASES = [
     pytest.param("tiny2", {}, FAST_SHAPES, 2, id="tiny2"),
     pytest.param("tiny2", {"cores": 1}, FAST_SHAPES, 2, id="tiny2-one-core", marks=pytest.mark.slow),
@@ -248,7 +248,8 @@ def test_timing_matches_units(name, latency):
 
 
 @pytest.mark.parametrize("cfg", [PRESETS["tiny"], TINY2, TINY2.replace(cores=1), TEST_CONFIGS["odd"],
-                                 TEST_CONFIGS["odd"].replace(cores=1)], ids=["tiny", "tiny2", "tiny2_1", "odd", "odd1"])
+                                 TEST_CONFIGS["odd"].replace(cores=1)],
+                         ids=["tiny", "tiny2", "tiny2_1", "odd", "odd1"])
 def test_timing_matches_top(cfg):
     """The downstream registers the model counts are the top's: the arbiter (not for a lone core
     with the compact pipeline) and the final skid buffer (not with the compact pipeline)."""

@@ -317,8 +317,8 @@ def test_expected_primitives_wide_and_cross_family():
     assert exp2 == [{"unit": "Exp2", "what": "slope x remainder", "instances": 8, "bits": [22, 4],
                      "blocks_each": 1, "blocks": 8}]
     # The default preset's 18-bit score slices need two 16x16 SB_MAC16 each on an iCE40.
-    score = [part for part in expected_primitives(PRESETS["default"], "icebreaker", bank_keys=64)["DSP"]["parts"]
-             if part["unit"] == "ScoreScale"]
+    parts = expected_primitives(PRESETS["default"], "icebreaker", bank_keys=64)["DSP"]["parts"]
+    score = [part for part in parts if part["unit"] == "ScoreScale"]
     assert [part["blocks_each"] for part in score] == [2]
 
 

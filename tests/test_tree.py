@@ -18,11 +18,11 @@ largest head index, empty partials (the merge identity) on any leaf; ``test_jobs
 checks that the benches' job sets hold them all.
 
 Configurations: tiny2 (tiny on two cores), default, odd (and wide, slow) plus ``cores8`` /
-``cores16`` (default with 8 and 16 cores: three and four levels). Fast tier: amaranth.sim at tiny2, default and odd under every
-stall pattern and at cores8 under random stalls; the lone-merge latency and the root's rate;
-lint; cocotb at tiny2 on both simulators and at default on Icarus. Slow: the larger configurations
-in amaranth.sim, cocotb with 60 random jobs at tiny2, default and odd on both simulators and at
-wide on Verilator.
+``cores16`` (default with 8 and 16 cores: three and four levels). Fast tier: amaranth.sim at
+tiny2, default and odd under every stall pattern and at cores8 under random stalls; the
+lone-merge latency and the root's rate; lint; cocotb at tiny2 on both simulators and at default
+on Icarus. Slow: the larger configurations in amaranth.sim, cocotb with 60 random jobs at tiny2,
+default and odd on both simulators and at wide on Verilator.
 """
 
 import functools
