@@ -38,8 +38,8 @@ from .hostif import HostInterface
 from .pll import ECP5PLL, ICE40PLL
 from .uart import FRAME_BITS, MIN_DIVISOR, UARTReceiver, UARTTransmitter, check_divisor
 
-__all__ = ["BoardTop", "BRAM_BANK_KEYS", "DEFAULT_BAUD", "TIMEOUT_BYTES", "MEMORIES", "ICE40_CLOCK",
-           "ECP5_CLOCK"]
+__all__ = ["BoardTop", "BRAM_BANK_KEYS", "default_bank_keys", "DEFAULT_BAUD", "TIMEOUT_BYTES", "MEMORIES",
+           "ICE40_CLOCK", "ECP5_CLOCK"]
 
 #: The UART's rate on a board unless told otherwise.
 DEFAULT_BAUD = 115200
@@ -49,14 +49,6 @@ DEFAULT_BAUD = 115200
 BRAM_BANK_KEYS = 512
 
 
-def default_bank_keys(cfg, memory):
-    """Keys per bank of a board top's KV memory of kind ``memory`` (``"spram"`` or ``"bram"``)
-    when the top is not given them: on SPRAM all the UP5K's four hold, on block RAM
-    :data:`BRAM_BANK_KEYS` (at most what the configuration can address)."""
-    if memory == "spram":
-        from .spram import SPRAMBank
-        return SPRAMBank.max_keys(cfg)
-    return min(BRAM_BANK_KEYS, max_bank_keys(cfg))
 #: Byte times of silence inside a frame after which the parser drops it (22 ms at 115200 baud).
 TIMEOUT_BYTES = 256
 #: Kinds of KV memory bank.
@@ -70,6 +62,16 @@ BAUD_TOLERANCE = 0.01
 ACTIVITY_SECONDS = 0.05
 
 
+def default_bank_keys(cfg, memory):
+    """Keys per bank of a board top's KV memory of kind ``memory`` (``"spram"`` or ``"bram"``)
+    when the top is not given them: on SPRAM all the UP5K's four hold, on block RAM
+    :data:`BRAM_BANK_KEYS` (at most what the configuration can address)."""
+    if memory == "spram":
+        from .spram import SPRAMBank
+        return SPRAMBank.max_keys(cfg)
+    return min(BRAM_BANK_KEYS, max_bank_keys(cfg))
+
+
 class BoardTop(wiring.Component):
     """LeanAttention with its KV memory and a UART host interface.
 
@@ -80,9 +82,10 @@ class BoardTop(wiring.Component):
         UART clock cycles per bit. Needed without a platform; on a board derived from the clock
         and ``baud`` when not given.
     bank_keys : int, optional
-        Keys per KV memory bank; default: what one SPRAM holds per bank on an iCE40UP5K
-        (:meth:`SPRAMBank.max_keys <leanattn.fpga.spram.SPRAMBank.max_keys>`), else
-        :data:`BRAM_BANK_KEYS` (at most ``max_heads * max_context``).
+        Keys per KV memory bank; default (:func:`default_bank_keys`): what the four SPRAMs hold
+        per bank on an iCE40UP5K (:meth:`SPRAMBank.max_keys
+        <leanattn.fpga.spram.SPRAMBank.max_keys>`), else :data:`BRAM_BANK_KEYS` (at most
+        ``max_heads * max_context``).
     baud : int
         The UART's rate on a board (default :data:`DEFAULT_BAUD`).
     frequency : float, optional
