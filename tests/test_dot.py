@@ -21,7 +21,8 @@ from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 
 TAG_BITS = 5            # a tag wide enough to tell neighbouring keys apart
-CONFIGS  = list(TEST_CONFIGS)
+#: Not tiny2: it differs from tiny only in cores and pipeline, and the dot product has no compact form.
+CONFIGS  = [name for name in TEST_CONFIGS if name != "tiny2"]
 #: head_dim == lanes: every beat is a whole key, one result per cycle.
 ONE_BEAT = PRESETS["default"].replace(head_dim=16, lanes=16)
 
@@ -265,7 +266,8 @@ def test_layout_tag():
     simulate(DotProduct(cfg, tag_shape=tag), inputs, outputs, idle="random", backpressure="random", seed=22)
 
 
-@pytest.mark.parametrize("cfg", [*TEST_CONFIGS.values(), ONE_BEAT], ids=[*CONFIGS, "one_beat"])
+@pytest.mark.parametrize("cfg", [*(TEST_CONFIGS[name] for name in CONFIGS), ONE_BEAT],
+                         ids=[*CONFIGS, "one_beat"])
 def test_throughput(cfg):
     """No stalls: a beat every cycle in, a result every beats_per_key cycles out (every cycle when
     head_dim == lanes), each ``latency`` after its last beat."""

@@ -27,7 +27,9 @@ from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
 #: Besides the test configurations, the beats per key around the read-modify-write's three stages:
 #: one (every beat's word is the one the add stage writes), two (a word can be the one written the
 #: cycle before) and three (the first count that needs no forwarding).
-CONFIGS = {**TEST_CONFIGS,
+#: Not tiny2: it differs from tiny only in cores and pipeline, and the PV accumulator has no
+#: compact form.
+CONFIGS = {**{name: cfg for name, cfg in TEST_CONFIGS.items() if name != "tiny2"},
            "one_beat":    TEST_CONFIGS["default"].replace(head_dim=8, lanes=8),
            "two_beats":   TEST_CONFIGS["default"].replace(head_dim=16, lanes=8),
            "three_beats": TEST_CONFIGS["default"].replace(head_dim=24, lanes=8)}
