@@ -176,7 +176,7 @@ def test_session_spram(request):
     jobs = jobs_for(cfg, 12, [[6, 5], [3]])
     board = BoardTop(cfg, divisor=DIVISOR, memory="spram", timeout_bytes=TIMEOUT_BYTES)
     bank_keys = board.bank_keys_for(None)
-    assert bank_keys == 1024
+    assert bank_keys == 2048                     # one core: a K and a V bank of two SPRAMs each
     replies, _ = run_board(board, session(cfg, jobs, bank_keys, malformed=False), simulator="verilator",
                            build_dir=bench_dir(request), divisor=DIVISOR, seed=6, spram_model=True)
     check_session(cfg, jobs, replies, malformed=False)
