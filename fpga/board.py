@@ -107,9 +107,10 @@ class BoardTop(wiring.Component):
         The accelerator with a register slice behind every core's partial
         (``LeanAttention(partial_slices=True)``), so that a core's partial register no longer waits
         on the cut test and the arbiter's grant in the same cycle (on the ECP5 the critical path of
-        the two-core top after the KV slices). Default: as ``kv_slices``, with block RAM, not with
-        SPRAM. Each partial beat reaches the tree or the arbiter a cycle later: the cycle model's
-        ``partial_slices=True``.
+        the two-core top after the KV slices), nor the grant on the cut test: the test is made in
+        front of the slice and its result registered with the partial. Default: as ``kv_slices``,
+        with block RAM, not with SPRAM. Each partial beat reaches the tree or the arbiter a cycle
+        later: the cycle model's ``partial_slices=True``.
     request_slices : bool, optional
         The accelerator with a register slice on every core's K and V requests
         (``LeanAttention(request_slices=True)``), so that a request leaves the head of a core's

@@ -12,7 +12,7 @@ its tests cannot disagree about bit positions.
 from amaranth.hdl import signed, unsigned
 from amaranth.lib.data import ArrayLayout, StructLayout
 
-__all__ = ["partial_layout", "final_layout", "output_layout"]
+__all__ = ["partial_layout", "routed_partial_layout", "final_layout", "output_layout"]
 
 
 def partial_layout(cfg):
@@ -24,6 +24,15 @@ def partial_layout(cfg):
         "l":     unsigned(cfg.acc_l_bits),        # sum of weights, exp_frac_bits fraction bits
         "o":     ArrayLayout(signed(cfg.acc_o_bits), cfg.lanes),
         "last":  1,                               # final beat of this partial
+    })
+
+
+def routed_partial_layout(cfg):
+    """One beat of a partial with its route decided: ``cut`` set when its head goes to the
+    reduction tree (a head cut across cores), clear when the partial is already final."""
+    return StructLayout({
+        "partial": partial_layout(cfg),
+        "cut":     1,
     })
 
 

@@ -26,7 +26,7 @@ from .config import bits_for
 from .core import AttentionCore
 from .finish import PacketArbiter, ScaleLookup
 from .jobload import ERROR_BITS, JobLoader
-from .layouts import output_layout, partial_layout
+from .layouts import output_layout, partial_layout, routed_partial_layout
 from .normalize import Normalizer
 from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
@@ -54,15 +54,22 @@ class LeanAttention(wiring.Component):
     cfg : AttentionConfig
     partial_slices : bool
         A register slice (:class:`~leanattn.hdl.skid.SkidBuffer`, ``partial_slice_<c>``) behind
-        every core's ``o_partial``, before the test that sends a partial to the tree or on to the
-        arbiter: a core's partial register then sees only the slice's registered ``ready``, not the
-        arbiter's grant and the cut test across the die (on the ECP5 the critical path of the
-        two-core top). Each partial beat reaches the routing one cycle later, at full throughput;
-        outputs are bit for bit the same. ``o_cycles`` moves by a few cycles (one for a lone head;
-        a core whose partial waits hands the slice two beats before it stalls, so some jobs end
-        sooner): :func:`leanattn.sim.perf.predict` with ``partial_slices=True`` counts them
-        exactly. Default off: every slice costs twice a partial's width in flip-flops, and the
-        iCE40 has no logic cells to spare.
+        every core's ``o_partial``. The route of a partial beat (to the tree's leaf buffer for a
+        head cut across cores, else on to the arbiter) is decided in front of the slice, from
+        the core's ``o_partial`` and the scheduler's ``o_cross`` (``o_split``), and travels
+        through it as one more registered payload bit (``routed_partial_layout(cfg)``). A core's
+        partial register then sees only the slice's registered ``ready``, and the slice's output
+        only the arbiter's grant or the leaf buffer's ``ready``, not the cut test across the die
+        (on the ECP5 the critical path of the two-core top). The route so taken early is the one
+        taken late: ``o_cross`` and ``o_split`` are set when a job's scan ends, before its first
+        segment, and held until the next job's scan, which starts after the job's last output
+        beat, when every partial beat of the job has left its slice. Each partial beat reaches
+        the routing one cycle later, at full throughput; outputs are bit for bit the same.
+        ``o_cycles`` moves by a few cycles (one for a lone head; a core whose partial waits hands
+        the slice two beats before it stalls, so some jobs end sooner):
+        :func:`leanattn.sim.perf.predict` with ``partial_slices=True`` counts them exactly.
+        Default off: every slice costs twice a partial's width (and the flag) in flip-flops, and
+        the iCE40 has no logic cells to spare.
     request_slices : bool
         A register slice (:class:`~leanattn.hdl.skid.SkidBuffer`, ``kreq_slice_<c>`` and
         ``vreq_slice_<c>``) on every core's ``o_kreq`` and ``o_vreq``, between the head of the
@@ -240,28 +247,47 @@ class LeanAttention(wiring.Component):
         ``request_slices`` the output of a register slice behind it."""
         return through_skid(m, f"{kind}req_slice_{c}", req, on=self._request_slices)
 
-    def _partials(self, m, cores):
-        """Each core's stream of partials: its ``o_partial``, or with ``partial_slices`` the output
-        of a register slice behind it."""
-        return [through_skid(m, f"partial_slice_{c}", core.o_partial, on=self._partial_slices)
+    def _partials(self, m, sched, cores):
+        """Each core's partials with their routes: streams of ``routed_partial_layout(cfg)``, each
+        beat with ``cut`` from its head (:meth:`_is_cut`) as it leaves the core; with
+        ``partial_slices`` the output of a register slice behind the core, which registers the
+        flag with the partial."""
+        return [self._slice(m, c, self._routed(m, sched, c, core.o_partial))
                 for c, core in enumerate(cores)]
+
+    def _routed(self, m, sched, c, part):
+        """Core ``c``'s stream of partials ``part`` as a stream of ``routed_partial_layout(cfg)``:
+        ``part``'s beats and ``ready``, and each beat's ``cut`` (:meth:`_is_cut` of its head)."""
+        routed = stream.Signature(routed_partial_layout(self._cfg)).create(path=(f"routed_{c}",))
+        m.d.comb += [
+            routed.valid.eq(part.valid), part.ready.eq(routed.ready),
+            routed.payload.partial.eq(part.payload),
+            routed.payload.cut.eq(self._is_cut(sched, c, part.payload.head)),
+        ]
+        return routed
+
+    def _slice(self, m, c, source):
+        """Core ``c``'s stream ``source`` (its partials, routed or not): itself, or with
+        ``partial_slices`` the output of a register slice behind it, ``partial_slice_<c>``."""
+        return through_skid(m, f"partial_slice_{c}", source, on=self._partial_slices)
 
     def _route(self, m, sched, cores):
         """Each core's partials to the tree (cut heads) or straight on (whole heads); returns the
-        streams of final states: one per core, then the tree's root."""
+        streams of final states: one per core, then the tree's root. One core has no cut heads:
+        its partials go straight on."""
         cfg = self._cfg
-        parts = self._partials(m, cores)
         if cfg.cores == 1:
-            return parts
+            return [self._slice(m, 0, cores[0].o_partial)]
         m.submodules.tree = tree = ReductionTree(cfg)
         if cfg.schedule != "flashdecoding":
             m.d.comb += tree.i_cross.eq(sched.o_cross)
         elif cfg.head_chunks > 1:
             m.d.comb += tree.i_split.eq(sched.o_split)
         finals = []
-        for c, part in enumerate(parts):
+        for c, part in enumerate(self._partials(m, sched, cores)):
             cut = Signal(name=f"cut_{c}")
-            m.d.comb += cut.eq(self._is_cut(sched, c, part.payload.head))
+            beat = part.payload.partial
+            m.d.comb += cut.eq(part.payload.cut)
             # A core's first partial may be cut: it waits in the tree until the core on its left
             # has finished its share. A buffer of one whole partial per leaf lets the core go on
             # meanwhile (under lean its only other cut partial is its last).
@@ -273,7 +299,7 @@ class LeanAttention(wiring.Component):
             leaf = buffer.w_stream
             local = stream.Signature(partial_layout(cfg)).create(path=(f"local_{c}",))
             m.d.comb += [
-                leaf.payload.eq(part.payload), local.payload.eq(part.payload),
+                leaf.payload.eq(beat), local.payload.eq(beat),
                 leaf.valid.eq(part.valid & cut), local.valid.eq(part.valid & ~cut),
                 part.ready.eq(Mux(cut, leaf.ready, local.ready)),
             ]

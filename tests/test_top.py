@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from leanattn.hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_QUERY
+from leanattn.hdl.layouts import partial_layout, routed_partial_layout
 from leanattn.hdl.top import LeanAttention
 from leanattn.sim import perf, synthkv
 from leanattn.sim.cocotb_util import (
@@ -259,7 +260,8 @@ def test_lint(request, name, schedule):
 @pytest.mark.parametrize("name", ["tiny", "default"])
 def test_partial_slices_structure(request, name):
     """With ``partial_slices`` a register slice per core, ``partial_slice_<c>``, none without;
-    the top with them lints clean."""
+    each slice carries the partial and its cut flag (the route is decided in front of it); the top
+    with them lints clean."""
     cfg = TEST_CONFIGS[name]
     assert not LeanAttention(cfg).partial_slices
     plain = design_verilog(LeanAttention(cfg), toplevel="lean_attention")
@@ -269,6 +271,13 @@ def test_partial_slices_structure(request, name):
     assert "partial_slice" not in plain
     assert all(f"module \\lean_attention.partial_slice_{c} (" in sliced for c in range(cfg.cores))
     assert f"partial_slice_{cfg.cores}" not in sliced
+    width = routed_partial_layout(cfg).size
+    assert width == partial_layout(cfg).size + 1
+    for c in range(cfg.cores):
+        module = sliced[sliced.index(f"module \\lean_attention.partial_slice_{c} ("):]
+        module = module[:module.index("endmodule")]
+        assert f"input [{width - 1}:0] i_data__payload;" in module
+        assert f"output [{width - 1}:0] o_data__payload;" in module
     path = bench_dir(request) / "lean_attention.v"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(sliced)
