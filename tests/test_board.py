@@ -228,8 +228,7 @@ def test_driver_errors():
 #: beside the instance connection, as stream ports do (HIERARCHY_LINT_WAIVERS): BOARD_ALIASES.
 ACCELERATOR_ALIASES = ("head", "keys", "rest", "h", "start_*", "pending", "o_cross", "i_cross", "i_cross$*",
                        "o_scanned", "cut_*", "level", "r_level", "w_level", "produce", "consume", "r_data*",
-                       "r_rdy*",
-                       "r_en*", "w_data*", "w_rdy*", "w_en*")
+                       "r_rdy*", "r_en*", "w_data*", "w_rdy*", "w_en*")
 BOARD_ALIASES = ("i_clear", "o_busy", "o_cycles", "o_done", "o_error", "o_error$*", "o_link_clear", "rx$*",
                  "tx$*", "i_abort", "o_info_req", "o_reset$*", "o_status_sent")
 BOARD_LINT_WAIVERS = {
