@@ -261,3 +261,11 @@ def test_timing_doc_latencies():
         for heads in (1, 3):
             assert predict(cfg, [cfg.cores * 4] * heads).first_segment == heads * (t.bpk + 1) + 6
     assert re.search(r"`o_cycles` = 276", text)
+
+
+def test_bad_override_is_a_usage_error(capsys):
+    """A ``--set`` the configuration rejects stops before any simulation, naming the constraint."""
+    with pytest.raises(SystemExit) as stop:
+        waves.main(["--set", "lanes=3", "--out", "build/tests/test_waves/unused"])
+    assert stop.value.code == 2
+    assert "lanes must divide head_dim (32), not 3" in capsys.readouterr().err
