@@ -118,6 +118,13 @@ class BoardTop(wiring.Component):
         cycle (on the ECP5 the critical path of the two-core top after the partial slices).
         Default: as ``kv_slices``, with block RAM, not with SPRAM. Each request reaches its bank a
         cycle later: the cycle model's ``request_slices=True``.
+    registered_grant : bool, optional
+        The accelerator's packet arbiter with its grant in a register
+        (``LeanAttention(registered_grant=True)``), so that the cores' and the tree's ``valid``
+        no longer decide the grant and the arbiter's output registers in one cycle across the die
+        (on the ECP5 the critical path of the two-core top after the request slices). Default: as
+        ``kv_slices``, with block RAM, not with SPRAM. Some packets leave the arbiter a cycle
+        later: the cycle model's ``registered_grant=True``.
 
     Members
     -------
@@ -131,7 +138,8 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, cfg, *, divisor=None, bank_keys=None, baud=DEFAULT_BAUD, frequency=None, memory=None,
-                 timeout_bytes=TIMEOUT_BYTES, kv_slices=None, partial_slices=None, request_slices=None):
+                 timeout_bytes=TIMEOUT_BYTES, kv_slices=None, partial_slices=None, request_slices=None,
+                 registered_grant=None):
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         if divisor is not None:
@@ -152,11 +160,11 @@ class BoardTop(wiring.Component):
         if memory is not None and memory not in MEMORIES:
             raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
         for name, value in (("kv_slices", kv_slices), ("partial_slices", partial_slices),
-                            ("request_slices", request_slices)):
+                            ("request_slices", request_slices), ("registered_grant", registered_grant)):
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool or None, not {value!r}")
         self._kv_slices, self._partial_slices = kv_slices, partial_slices
-        self._request_slices = request_slices
+        self._request_slices, self._registered_grant = request_slices, registered_grant
         self._cfg = cfg
         self._divisor, self._bank_keys, self._baud = divisor, bank_keys, baud
         self._frequency, self._memory, self._timeout_bytes = frequency, memory, timeout_bytes
@@ -186,8 +194,13 @@ class BoardTop(wiring.Component):
         with ``platform``."""
         return self._slices_for(self._request_slices, platform)
 
+    def registered_grant_for(self, platform):
+        """Whether this top's accelerator has its packet arbiter's grant in a register with
+        ``platform``."""
+        return self._slices_for(self._registered_grant, platform)
+
     def _slices_for(self, choice, platform):
-        """A register slice option: as given, else on with block RAM (the ECP5 boards, where it
+        """A register slice option (or the registered grant): as given, else on with block RAM (the ECP5 boards, where it
         cuts a long path) and off with SPRAM (the iCE40UP5K, where every flip-flop costs one of
         its scarce logic cells)."""
         return self.memory_for(platform) == "bram" if choice is None else choice
@@ -219,7 +232,8 @@ class BoardTop(wiring.Component):
         host = HostInterface(cfg, bank_keys=self.bank_keys_for(platform), divisor=divisor,
                              timeout=self._timeout_bytes * FRAME_BITS * divisor)
         top = LeanAttention(cfg, partial_slices=self.partial_slices_for(platform),
-                            request_slices=self.request_slices_for(platform))
+                            request_slices=self.request_slices_for(platform),
+                            registered_grant=self.registered_grant_for(platform))
         mem = self._memory_banks(platform)
         # The pulse through a register: it reaches every register of both, and straight from the
         # parser's state it was the ECP5's critical path (the UART's next byte is far off).

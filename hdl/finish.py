@@ -6,7 +6,7 @@ partial beats. :class:`PacketArbiter` interleaves whole packets, round robin; :c
 adds the head's output scale from the descriptor memory's copy kept for it.
 """
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Array, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -35,6 +35,11 @@ class PacketArbiter(wiring.Component):
         Payload of every stream; ``last`` marks a packet's final beat.
     count : int
         Number of inputs (>= 1).
+    registered_grant : bool
+        Whether the grant is a register (``sel``) rather than decided from the inputs' ``valid``
+        in the cycle it is used. With it no input's ``valid`` reaches the output registers: their
+        data is the selected input's payload, loaded whenever the output advances, and each input's
+        ``ready`` depends only on ``sel`` and the output. For a fast clock with far-apart inputs.
 
     Members
     -------
@@ -42,23 +47,43 @@ class PacketArbiter(wiring.Component):
     o_data : ``Out(stream.Signature(shape))``
         ``valid`` and ``payload`` are registers.
 
-    Latency: 1 cycle. Throughput: one beat per cycle; between packets the grant moves to the next
-    input with a beat waiting (after the one just served), with no idle cycle.
+    Latency: 1 cycle. Throughput: one beat per cycle.
+
+    Grant, combinational (the default): the input owning the packet under way; between packets the
+    first input with a beat waiting after the one served last (which comes last), with no idle
+    cycle. Registered: ``sel`` (0 after reset) is served whenever it has a beat waiting. It moves to
+    the first input after it with a beat waiting (staying when there is none) at a packet's last
+    beat, and when no packet is under way and ``sel`` has no beat waiting; an input that offers a
+    packet while ``sel`` idles on another is served a cycle later than with the combinational grant.
     """
 
-    def __init__(self, *, shape, count):
+    def __init__(self, *, shape, count, registered_grant=False):
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, not {count!r}")
         if "last" not in getattr(shape, "members", {}):
             raise TypeError(f"shape must be a struct layout with a 'last' field, not {shape!r}")
-        self._shape, self._count = shape, count
+        if not isinstance(registered_grant, bool):
+            raise TypeError(f"registered_grant must be a bool, not {registered_grant!r}")
+        self._shape, self._count, self._registered = shape, count, registered_grant
         members = {f"i_{n}": In(stream.Signature(shape)) for n in range(count)}
         members["o_data"] = Out(stream.Signature(shape))
         super().__init__(members)
 
+    @property
+    def registered_grant(self):
+        """Whether the grant is a register."""
+        return self._registered
+
     def elaborate(self, platform):
         m = Module()
         inputs = [getattr(self, f"i_{n}") for n in range(self._count)]
+        if self._registered:
+            self._elaborate_registered(m, inputs)
+        else:
+            self._elaborate_combinational(m, inputs)
+        return m
+
+    def _elaborate_combinational(self, m, inputs):
         out = self.o_data
         held    = Signal(range(self._count))    # input owning the packet under way
         locked  = Signal()                      # a packet is under way
@@ -87,7 +112,52 @@ class PacketArbiter(wiring.Component):
                 with m.If(port.valid & advance):
                     m.d.sync += [out.valid.eq(1), out.payload.eq(port.payload), held.eq(n),
                                  locked.eq(~port.payload.last)]
-        return m
+
+    def _elaborate_registered(self, m, inputs):
+        out = self.o_data
+        sel     = Signal(range(self._count))    # the grant
+        locked  = Signal()                      # a packet is under way
+        advance = Signal()
+        m.d.comb += advance.eq(~out.valid | out.ready)
+        valid = _select(inputs, sel, "valid")
+        last = _select(inputs, sel, "last")
+
+        # --- transfer: the selected input's beat, loaded whenever the output advances -------------
+        for n, port in enumerate(inputs):
+            m.d.comb += port.ready.eq(advance & (sel == n))
+        with m.If(advance):
+            m.d.sync += out.valid.eq(valid)
+            with m.Switch(sel):
+                for n, port in enumerate(inputs):
+                    with m.Case(n):
+                        m.d.sync += out.payload.eq(port.payload)
+            with m.If(valid):
+                m.d.sync += locked.eq(~last)
+
+        # --- the grant moves on at a packet's end, or off an idle input between packets ----------
+        after = self._next_waiting(m, inputs, sel, "after")
+        with m.If((valid & advance & last) | (~locked & ~valid)):
+            m.d.sync += sel.eq(after)
+
+    def _next_waiting(self, m, inputs, at, name):
+        """The first input after ``at`` (a signal) with a beat waiting, else ``at``: a signal."""
+        after = Signal(range(self._count), name=name)
+        m.d.comb += after.eq(at)
+        with m.Switch(at):
+            for h in range(self._count):
+                with m.Case(h):
+                    # Later assignments win: the lowest priority first, at + 1 last.
+                    for k in reversed(range(1, self._count)):
+                        n = (h + k) % self._count
+                        with m.If(inputs[n].valid):
+                            m.d.comb += after.eq(n)
+        return after
+
+
+def _select(inputs, sel, field):
+    """``valid`` (``field == "valid"``) or ``payload.last`` (``"last"``) of ``inputs[sel]``."""
+    bits = [port.valid if field == "valid" else port.payload.last for port in inputs]
+    return Array(bits)[sel] if len(bits) > 1 else bits[0]
 
 
 class ScaleLookup(wiring.Component):

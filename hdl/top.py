@@ -84,6 +84,18 @@ class LeanAttention(wiring.Component):
         with ``request_slices=True`` counts them exactly.
         Default off: every slice costs twice a request's width (``kv_request_layout(cfg)``) in
         flip-flops, two slices per core.
+    registered_grant : bool
+        The packet arbiter's grant a register (:class:`~leanattn.hdl.finish.PacketArbiter` with
+        ``registered_grant=True``): the arbiter's output registers are loaded from the input the
+        register selects, so the cores' and the tree's ``valid`` (from all over the die) no
+        longer decide the grant, the select and the enable of those registers in one cycle (on
+        the ECP5 the critical path of the two-core top after the partial and request slices).
+        Outputs are bit for bit the same. A packet from an input other than the one the grant
+        rests on, offered while the arbiter idles, leaves a cycle later (the grant moves first),
+        and the order of packets offered together may differ: :func:`leanattn.sim.perf.predict`
+        with ``registered_grant=True`` counts the cycles exactly. No cost in logic; default off
+        so that the cycles of the combinational grant stay the reference. Has no effect on one
+        core with the compact pipeline, which has no arbiter.
 
     Members
     -------
@@ -144,7 +156,7 @@ class LeanAttention(wiring.Component):
         ideal = sum(int(n) for n in lengths) * cfg.beats_per_key / cfg.cores
         return 1.05 * ideal + a + b * -(-len(lengths) // cfg.cores)
 
-    def __init__(self, cfg, *, partial_slices=False, request_slices=False):
+    def __init__(self, cfg, *, partial_slices=False, request_slices=False, registered_grant=False):
         check_unit_args(cfg, 0)
         if cfg.schedule not in RTL_SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(RTL_SCHEDULES)} for the hardware "
@@ -153,7 +165,10 @@ class LeanAttention(wiring.Component):
             raise TypeError(f"partial_slices must be a bool, not {partial_slices!r}")
         if not isinstance(request_slices, bool):
             raise TypeError(f"request_slices must be a bool, not {request_slices!r}")
+        if not isinstance(registered_grant, bool):
+            raise TypeError(f"registered_grant must be a bool, not {registered_grant!r}")
         self._cfg = cfg
+        self._registered_grant = registered_grant
         self._partial_slices = partial_slices
         self._request_slices = request_slices
         members = {
@@ -183,6 +198,11 @@ class LeanAttention(wiring.Component):
     def request_slices(self):
         """Whether every core's K and V requests leave through register slices (see the parameter)."""
         return self._request_slices
+
+    @property
+    def registered_grant(self):
+        """Whether the packet arbiter's grant is a register (see the parameter)."""
+        return self._registered_grant
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -231,7 +251,8 @@ class LeanAttention(wiring.Component):
         only a register)."""
         if len(finals) == 1 and self._cfg.pipeline == "compact":
             return finals[0]
-        m.submodules.arbiter = arbiter = PacketArbiter(shape=partial_layout(self._cfg), count=len(finals))
+        m.submodules.arbiter = arbiter = PacketArbiter(shape=partial_layout(self._cfg), count=len(finals),
+                                                       registered_grant=self._registered_grant)
         for n, source in enumerate(finals):
             wiring.connect(m, source, getattr(arbiter, f"i_{n}"))
         return arbiter.o_data

@@ -219,16 +219,18 @@ class Timing:
     pipe_slices:    bool    # the tree nodes' register slices are PipeRegisters (compact)
     final_slice:    bool    # a skid buffer between the scale lookup and the normalizer (not compact)
     arbiter:        bool    # the arbiter's register (not on one core with the compact pipeline)
+    registered_grant: bool  # the arbiter's grant is a register (PacketArbiter(registered_grant=True))
 
 
-def timing(cfg, latency=2, partial_slices=False, request_slices=False):
+def timing(cfg, latency=2, partial_slices=False, request_slices=False, registered_grant=False):
     """:class:`Timing` of ``cfg`` for a memory answering ``latency`` cycles later than the bank;
-    ``partial_slices``, ``request_slices``: for ``LeanAttention(cfg, partial_slices=True)``,
-    ``LeanAttention(cfg, request_slices=True)``."""
+    ``partial_slices``, ``request_slices``, ``registered_grant``: for ``LeanAttention(cfg,
+    partial_slices=True)`` and so on."""
     _check_cfg(cfg)
     _check_latency(latency)
     _check_slices("partial_slices", partial_slices)
     _check_slices("request_slices", request_slices)
+    _check_slices("registered_grant", registered_grant)
     bpk = cfg.beats_per_key
     # ScoreScale: 5 stages (4 compact), plus the load stage and interval - 1 cycles with shared
     # multipliers.
@@ -269,6 +271,7 @@ def timing(cfg, latency=2, partial_slices=False, request_slices=False):
         pipe_slices=cfg.pipeline == "compact",                  # register_slice(cfg)
         final_slice=cfg.pipeline != "compact",                  # LeanAttention._final_slice
         arbiter=cfg.cores > 1 or cfg.pipeline != "compact",     # LeanAttention._arbitrate
+        registered_grant=registered_grant,
     )
 
 
@@ -690,7 +693,7 @@ def _downstream(t, sources, merges_at, held, heads, record):
         if root:
             valid.append(root.out.main is not None)
         grant = held
-        if not locked:
+        if not locked and not t.registered_grant:
             for k in range(1, count + 1):
                 if valid[(held + k) % count]:
                     grant = (held + k) % count
@@ -750,6 +753,7 @@ def _downstream(t, sources, merges_at, held, heads, record):
         elif sc_adv:
             moved |= scales is not None or arb is not None
             scales = arb
+        was_locked, ended = locked, False
         if t.arbiter and ar_adv:
             moved |= arb is not None
             arb = None
@@ -759,8 +763,16 @@ def _downstream(t, sources, merges_at, held, heads, record):
                     sources[grant].take(x)
                 else:
                     arb = root.out.main
-                held, locked = grant, not arb[1]
+                held, locked, ended = grant, not arb[1], arb[1]
                 moved = True
+        if t.arbiter and t.registered_grant and (ended or not (was_locked or valid[grant])):
+            # The registered grant moves on at a packet's end, or off an idle input between
+            # packets: to the first input after it with a beat waiting (PacketArbiter).
+            for k in range(1, count):
+                if valid[(grant + k) % count]:
+                    held = (grant + k) % count
+                    moved = True
+                    break
         # --- tree nodes ---------------------------------------------------------------------------------
         for node, adv, route, item in plan:
             o_ready = ready[id(node)]
@@ -851,7 +863,7 @@ def _merge_nodes(cores_of_head, cores):
 # --- the job --------------------------------------------------------------------------------------------
 
 def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0, partial_slices=False,
-            request_slices=False):
+            request_slices=False, registered_grant=False):
     """The cycles of a job (head lengths ``lengths``, flattened heads) on ``cfg``, for a memory that
     answers ``latency`` cycles later than the bank alone and no stalls.
 
@@ -861,13 +873,15 @@ def predict(cfg, lengths, *, latency=2, shares=None, arbiter_held=0, partial_sli
     :attr:`Prediction.arbiter_held` of the job before, to chain jobs).
     ``partial_slices``: the cycles of ``LeanAttention(cfg, partial_slices=True)`` (a register slice
     behind every core's partial). ``request_slices``: of ``LeanAttention(cfg,
-    request_slices=True)`` (a register slice on every core's K and V requests); both may be on.
+    request_slices=True)`` (a register slice on every core's K and V requests).
+    ``registered_grant``: of ``LeanAttention(cfg, registered_grant=True)`` (the packet arbiter's
+    grant a register). Any of the three may be on with the others.
     Returns a :class:`Prediction`.
     """
     _check_cfg(cfg)
     _check_latency(latency)
     lengths = _lengths(lengths)
-    t = timing(cfg, latency, partial_slices, request_slices)
+    t = timing(cfg, latency, partial_slices, request_slices, registered_grant)
     scheduled = shares is None
     shares = schedule_shares(lengths, cfg) if scheduled else shares
     _check_shares(shares, lengths, cfg.cores)

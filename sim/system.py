@@ -229,7 +229,7 @@ def read_outputs(cfg, build_dir, heads, *, job=0, run=0):
 
 def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patterns=(("none", "none"),),
                seed=None, waves=False, bank_keys=None, top=None, extra_sources=None, synthetic=False,
-               partial_slices=False, request_slices=False):
+               partial_slices=False, request_slices=False, registered_grant=False):
     """Run ``jobs`` through the generated accelerator; raise on any difference from the golden model.
     Returns ``(golden results, cycles per job of the first pattern, the cocotb run)``.
 
@@ -239,13 +239,14 @@ def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patt
     (:mod:`leanattn.sim.synthkv`; long contexts without loading them), for jobs made with
     :func:`~leanattn.sim.synthkv.synthetic_job`. ``partial_slices``: the generated RTL with a
     register slice behind every core's partial (``LeanAttention(cfg, partial_slices=True)``);
-    ``request_slices``: with one on every core's K and V requests (``request_slices=True``)."""
+    ``request_slices``: with one on every core's K and V requests (``request_slices=True``);
+    ``registered_grant``: with the packet arbiter's grant in a register (``registered_grant=True``)."""
     build_dir = Path(build_dir)
     inputs, outputs, results, bank_keys = system_vectors(cfg, jobs, bank_keys=bank_keys,
                                                          synthetic=synthetic)
     bench = SystemBench(cfg, bank_keys=bank_keys, latency=latency, stall_rate=stall_rate, top=top,
                         memory=synthkv.synthetic_memory if synthetic else None, partial_slices=partial_slices,
-                        request_slices=request_slices)
+                        request_slices=request_slices, registered_grant=registered_grant)
     # Without loads (synthetic memory) few items drive long runs: allow 8 cycles per key and core
     # beat on top of the per-item budget, for stalls and latency.
     work = sum(8 * int(np.sum(job.lengths)) * cfg.beats_per_key + 4000 for job in jobs)

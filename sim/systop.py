@@ -74,6 +74,9 @@ class SystemBench(wiring.Component):
     request_slices : bool
         The default top with a register slice on every core's K and V requests
         (``LeanAttention(cfg, request_slices=True)``); not with ``top``.
+    registered_grant : bool
+        The default top with the packet arbiter's grant in a register
+        (``LeanAttention(cfg, registered_grant=True)``); not with ``top``.
     memory : callable, optional
         ``memory(cfg, bank_keys=bank_keys)`` makes the KV memory: a component with
         :class:`KVMemory`'s signature (default ``KVMemory``; for example
@@ -81,8 +84,10 @@ class SystemBench(wiring.Component):
     """
 
     def __init__(self, cfg, *, bank_keys, latency=0, stall_rate=0, seed=1, top=None, memory=None,
-                 partial_slices=False, request_slices=False):
-        for name, value in (("partial_slices", partial_slices), ("request_slices", request_slices)):
+                 partial_slices=False, request_slices=False, registered_grant=False):
+        options = {"partial_slices": partial_slices, "request_slices": request_slices,
+                   "registered_grant": registered_grant}
+        for name, value in options.items():
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, not {value!r}")
             if value and top is not None:
@@ -91,7 +96,7 @@ class SystemBench(wiring.Component):
         self._cfg, self._bank_keys = cfg, bank_keys
         if top is None:
             def top(cfg):
-                return LeanAttention(cfg, partial_slices=partial_slices, request_slices=request_slices)
+                return LeanAttention(cfg, **options)
         self._top = top
         self._memory = KVMemory if memory is None else memory
         self._latency, self._rate, self._seed = latency, stall_rate, seed

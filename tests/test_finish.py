@@ -48,12 +48,14 @@ def check_packets_whole(received):
 
 @pytest.mark.parametrize("idle, backpressure", PATTERNS)
 @pytest.mark.parametrize("count", [1, 2, 3, 5])
-def test_arbiter_merges_whole_packets(count, idle, backpressure):
+@pytest.mark.parametrize("registered", [False, True])
+def test_arbiter_merges_whole_packets(count, idle, backpressure, registered):
     rng = np.random.default_rng(count)
     items = packets(count, rng)
     inputs = {name: [PACKET.const(b).as_bits() for b in beats] for name, beats in items.items()}
     expected = [bits for name in sorted(inputs, key=lambda s: int(s[2:])) for bits in inputs[name]]
-    _, received = simulate(PacketArbiter(shape=PACKET, count=count), inputs, {"o_data": expected},
+    dut = PacketArbiter(shape=PACKET, count=count, registered_grant=registered)
+    _, received = simulate(dut, inputs, {"o_data": expected},
                            idle=idle, backpressure=backpressure, seed=count,
                            canonical={"o_data": by_source})
     check_packets_whole([bits for bits, _ in received["o_data"]])
@@ -71,13 +73,28 @@ def test_arbiter_round_robin_without_gaps():
     assert cycles == list(range(cycles[0], cycles[0] + len(order)))
 
 
+def test_registered_grant_round_robin_without_gaps():
+    """The same with the grant a register: it rests on input 0 after reset, so input 0 comes
+    first, then 1, 2, 0, ...; one beat per cycle, the grant moving with each packet's last beat."""
+    count = 3
+    inputs = {f"i_{n}": [PACKET.const({"src": n, "seq": i, "last": 1}).as_bits() for i in range(10)]
+              for n in range(count)}
+    order = [PACKET.const({"src": n, "seq": i, "last": 1}).as_bits() for i in range(10) for n in (0, 1, 2)]
+    dut = PacketArbiter(shape=PACKET, count=count, registered_grant=True)
+    sent, received = simulate(dut, inputs, {"o_data": order})
+    cycles = [c for _, c in received["o_data"]]
+    assert cycles == list(range(cycles[0], cycles[0] + len(order)))
+
+
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-def test_arbiter_cocotb(request, simulator):
+@pytest.mark.parametrize("registered", [False, True])
+def test_arbiter_cocotb(request, simulator, registered):
     rng = np.random.default_rng(7)
     items = packets(3, rng, per_input=200)
     inputs = {name: [PACKET.const(b).as_bits() for b in beats] for name, beats in items.items()}
     expected = [bits for name in ("i_0", "i_1", "i_2") for bits in inputs[name]]
-    run_cocotb_bench(PacketArbiter(shape=PACKET, count=3), toplevel="arbiter", inputs=inputs,
+    dut = PacketArbiter(shape=PACKET, count=3, registered_grant=registered)
+    run_cocotb_bench(dut, toplevel="arbiter", inputs=inputs,
                      outputs={"o_data": expected}, simulator=simulator, build_dir=bench_dir(request),
                      canonical={"o_data": by_source}, seed=7)
 
@@ -87,6 +104,8 @@ def test_arbiter_constructor_errors():
         PacketArbiter(shape=PACKET, count=0)
     with pytest.raises(TypeError, match="shape must be a struct layout with a 'last' field"):
         PacketArbiter(shape=unsigned(8), count=2)
+    with pytest.raises(TypeError, match="registered_grant must be a bool, not 1"):
+        PacketArbiter(shape=PACKET, count=2, registered_grant=1)
 
 
 def scale_vectors(cfg, rng, beats=300):

@@ -122,49 +122,41 @@ def test_schedules_bit_exact(request, name, schedule, chunks, simulator):
                stall_rate=64, patterns=[("random", "random")], seed=2)
 
 
-@pytest.mark.parametrize("name", ["tiny", pytest.param("default", marks=pytest.mark.slow)])
-def test_partial_slices_bit_exact(request, name):
-    """LeanAttention(partial_slices=True): good and bad jobs in a row, with no stalls (every good
-    job in the cycles of the cycle model with ``partial_slices=True``), then with memory latency
-    and random stalls on every stream, the output's too (the slices fill and hold): bit-exact."""
+PARTIAL, REQUEST, GRANT = ({"partial_slices": True}, {"request_slices": True}, {"registered_grant": True})
+
+#: (configuration, LeanAttention options, seed) of the runs with options; the last is the board's
+#: set with block RAM (BoardTop on the ECP5).
+OPTION_CASES = [
+    ("tiny", PARTIAL, 500),
+    pytest.param("default", PARTIAL, 501, marks=pytest.mark.slow),
+    ("tiny", REQUEST, 700),
+    pytest.param("default", PARTIAL | REQUEST, 701, marks=pytest.mark.slow),
+    ("tiny2", GRANT, 900),
+    pytest.param("tiny2", PARTIAL | GRANT, 901, marks=pytest.mark.slow),
+    pytest.param("default", PARTIAL | REQUEST | GRANT, 902, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name, options, seed", OPTION_CASES)
+def test_options_bit_exact(request, name, options, seed):
+    """LeanAttention with register slices (``partial_slices``, ``request_slices``) or the registered
+    grant: good and bad jobs in a row, with no stalls (every good job in the cycles of the cycle
+    model with the same options), then with memory latency and random stalls on every stream, the
+    output's and the request ports' too (the slices fill and hold): bit-exact."""
     cfg = TEST_CONFIGS[name]
-    jobs = jobs_for(cfg, 500 + NAMES.index(name), 8, max_keys=4 * cfg.tile * cfg.cores)
+    jobs = jobs_for(cfg, seed, 8, max_keys=4 * cfg.tile * cfg.cores)
     _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "plain",
-                              patterns=[("none", "none")], seed=1, partial_slices=True)
+                              patterns=[("none", "none")], seed=1, **options)
     held = 0
     for job, measured in zip(jobs, cycles):
         if isinstance(job, BadJob):
             assert measured <= len(job.lengths) + job.query_beats + 8
             continue
-        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, partial_slices=True)
+        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, **options)
         assert measured == pred.cycles, list(job.lengths)
         held = pred.arbiter_held
     run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "stalls", latency=3,
-               stall_rate=64, patterns=[("random", "random")], seed=2, partial_slices=True)
-
-
-@pytest.mark.parametrize("name, partial", [("tiny", False),
-                                           pytest.param("default", True, marks=pytest.mark.slow)])
-def test_request_slices_bit_exact(request, name, partial):
-    """LeanAttention(request_slices=True), at default with the partial slices too (as on the
-    board): good and bad jobs in a row, with no stalls (every good job in the cycles of the cycle
-    model with the same slices), then with memory latency and random stalls on every stream, the
-    request ports' too (the slices fill and hold): bit-exact."""
-    cfg = TEST_CONFIGS[name]
-    slices = {"partial_slices": partial, "request_slices": True}
-    jobs = jobs_for(cfg, 700 + NAMES.index(name), 8, max_keys=4 * cfg.tile * cfg.cores)
-    _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "plain",
-                              patterns=[("none", "none")], seed=1, **slices)
-    held = 0
-    for job, measured in zip(jobs, cycles):
-        if isinstance(job, BadJob):
-            assert measured <= len(job.lengths) + job.query_beats + 8
-            continue
-        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, **slices)
-        assert measured == pred.cycles, list(job.lengths)
-        held = pred.arbiter_held
-    run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "stalls", latency=3,
-               stall_rate=64, patterns=[("random", "random")], seed=2, **slices)
+               stall_rate=64, patterns=[("random", "random")], seed=2, **options)
 
 
 #: (preset, simulator, jobs, most keys per job) of the long runs. A tenth of the random jobs have
@@ -309,7 +301,7 @@ def test_constructor_errors():
     with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
         LeanAttention({"head_dim": 64})
     cfg = TEST_CONFIGS["tiny"]
-    for option in ("partial_slices", "request_slices"):
+    for option in ("partial_slices", "request_slices", "registered_grant"):
         for value in (1, None, "yes"):
             with pytest.raises(TypeError, match=f"{option} must be a bool, not {value!r}"):
                 LeanAttention(cfg, **{option: value})
