@@ -84,11 +84,8 @@ class PacketArbiter(wiring.Component):
         return m
 
     def _elaborate_combinational(self, m, inputs):
-        out = self.o_data
         held    = Signal(range(self._count))    # input owning the packet under way
         locked  = Signal()                      # a packet is under way
-        advance = Signal()
-        m.d.comb += advance.eq(~out.valid | out.ready)
 
         # --- grant: the locked input, else the first waiting input after the last one served -----
         grant = Signal(range(self._count))
@@ -103,41 +100,39 @@ class PacketArbiter(wiring.Component):
                             with m.If(inputs[n].valid):
                                 m.d.comb += grant.eq(n)
 
-        # --- transfer -----------------------------------------------------------------------------
-        with m.If(advance):
-            m.d.sync += out.valid.eq(0)
-        for n, port in enumerate(inputs):
-            with m.If(grant == n):
-                m.d.comb += port.ready.eq(advance)
-                with m.If(port.valid & advance):
-                    m.d.sync += [out.valid.eq(1), out.payload.eq(port.payload), held.eq(n),
-                                 locked.eq(~port.payload.last)]
+        valid, last, advance = self._transfer(m, inputs, grant, locked)
+        with m.If(valid & advance):
+            m.d.sync += held.eq(grant)
 
     def _elaborate_registered(self, m, inputs):
-        out = self.o_data
         sel     = Signal(range(self._count))    # the grant
         locked  = Signal()                      # a packet is under way
-        advance = Signal()
-        m.d.comb += advance.eq(~out.valid | out.ready)
-        valid = _select(inputs, sel, "valid")
-        last = _select(inputs, sel, "last")
-
-        # --- transfer: the selected input's beat, loaded whenever the output advances -------------
-        for n, port in enumerate(inputs):
-            m.d.comb += port.ready.eq(advance & (sel == n))
-        with m.If(advance):
-            m.d.sync += out.valid.eq(valid)
-            with m.Switch(sel):
-                for n, port in enumerate(inputs):
-                    with m.Case(n):
-                        m.d.sync += out.payload.eq(port.payload)
-            with m.If(valid):
-                m.d.sync += locked.eq(~last)
+        valid, last, advance = self._transfer(m, inputs, sel, locked)
 
         # --- the grant moves on at a packet's end, or off an idle input between packets ----------
         after = self._next_waiting(m, inputs, sel, "after")
         with m.If((valid & advance & last) | (~locked & ~valid)):
             m.d.sync += sel.eq(after)
+
+    def _transfer(self, m, inputs, grant, locked):
+        """The output registers, loaded from input ``grant`` whenever the output advances;
+        ``locked`` follows the packets. Returns ``(valid, last, advance)``: the granted input's
+        ``valid`` and ``last``, and whether the output registers load."""
+        out = self.o_data
+        advance = Signal()
+        m.d.comb += advance.eq(~out.valid | out.ready)
+        valid, last = _select(inputs, grant, "valid"), _select(inputs, grant, "last")
+        for n, port in enumerate(inputs):
+            m.d.comb += port.ready.eq(advance & (grant == n))
+        with m.If(advance):
+            m.d.sync += out.valid.eq(valid)
+            with m.Switch(grant):
+                for n, port in enumerate(inputs):
+                    with m.Case(n):
+                        m.d.sync += out.payload.eq(port.payload)
+            with m.If(valid):
+                m.d.sync += locked.eq(~last)
+        return valid, last, advance
 
     def _next_waiting(self, m, inputs, at, name):
         """The first input after ``at`` (a signal) with a beat waiting, else ``at``: a signal."""

@@ -13,7 +13,11 @@ compared the same way at ``tiny2`` latency 2 (fast tier; also on one core), ``de
 and ``default`` under ``flashdecoding`` at latency 5. With ``request_slices=True`` it is the count
 of ``LeanAttention(cfg, request_slices=True)`` (a register slice on every core's K and V
 requests), compared at ``tiny2`` latency 2 (fast tier), ``default`` latencies 3 and 150, and with
-both kinds of slices at ``tiny2`` latency 2 and ``default`` latency 3.
+both kinds of slices at ``tiny2`` latency 2 and ``default`` latency 3. With
+``registered_grant=True`` it is the count of ``LeanAttention(cfg, registered_grant=True)`` (the
+packet arbiter's grant a register), compared at ``tiny2`` latencies 0 (fast tier) and 7,
+``default`` under ``flashdecoding`` at latency 5, and with both kinds of slices (the board's
+options with block RAM) at ``default`` latencies 0 and 3.
 
 The model
 ---------
@@ -54,7 +58,9 @@ Cycles count from the job's first input transfer (cycle 0) to its last output be
    With ``partial_slices`` a register slice stands between every core's partial register and the
    routing: it takes a beat whenever its skid register is empty, so every partial beat reaches the
    leaf buffer or the arbiter a cycle later, and a core whose partial waits has it taken up to two
-   beats sooner (the slice holds two).
+   beats sooner (the slice holds two). With ``registered_grant`` the arbiter serves the input its
+   grant rests on and moves the grant a cycle ahead: at a packet's last beat, or while no packet
+   is under way and that input has nothing, to the first input after it with a beat waiting.
 
 The partition is an input: :func:`predict` takes the segment list of every core from the
 configuration's schedule (:func:`leanattn.sim.partition.schedule_shares`: ``lean``, ``fa2`` or
@@ -964,17 +970,20 @@ def _front_end(t, heads):
             + t.weight_latency)
 
 
-def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, request_slices=False):
+def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, request_slices=False,
+                       registered_grant=False):
     """Cycles of ``heads`` heads of ``n`` keys each, every head split evenly over ``cores / heads``
     cores (``heads`` divides ``cores``, ``cores / heads >= 2`` divides ``n``): every core holds one
     segment of ``n0 = n * heads / cores`` keys, every partial goes through the tree.
 
-    ``H * (B + 1) + 6 + M + Z + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + D + R * (B -
-    1) + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, ``Z = 1`` with
-    ``request_slices`` (each core's one K request a cycle later), else 0; ``D`` the registers from
-    the arbiter to the normalizer (3; 2 with the compact pipeline, which has no final slice).
+    ``H * (B + 1) + 6 + M + Z + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + D + Y + R *
+    (B - 1) + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, ``Z = 1`` with
+    ``request_slices`` (each core's one K request a cycle later), ``Y = 1`` with
+    ``registered_grant`` (the grant, at input 0, moves to the tree's root before the first packet),
+    else 0; ``D`` the registers from the arbiter to the normalizer (3; 2 with the compact pipeline,
+    which has no final slice).
     """
-    t = timing(cfg, latency, partial_slices, request_slices)
+    t = timing(cfg, latency, partial_slices, request_slices, registered_grant)
     _check_positive("heads", heads)
     _check_positive("n", n)
     if heads >= cfg.cores or cfg.cores % heads:
@@ -984,8 +993,8 @@ def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, reques
     b, r = t.bpk, t.norm_cycles
     n0 = n * heads // cfg.cores
     return (_front_end(t, heads) + (min(t.tile, n0) + n0) * b + t.pv_latency + t.partial_slice
-            + 2 + (t.merge_latency + 1) * t.tree_levels + _registers(t) + r * (b - 1) + t.norm_latency
-            + (heads - 1) * r * b)
+            + 2 + (t.merge_latency + 1) * t.tree_levels + _registers(t) + t.registered_grant
+            + r * (b - 1) + t.norm_latency + (heads - 1) * r * b)
 
 
 def _registers(t):
@@ -999,13 +1008,15 @@ def _held(t):
     return t.arbiter + 1 + 2 * t.final_slice
 
 
-def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, request_slices=False):
+def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, request_slices=False,
+                       registered_grant=False):
     """Cycles of ``heads = m * cores`` heads of ``n`` keys each: every core holds ``m`` whole heads.
 
     ``H * (B + 1) + 6 + M + Z + Lq + W + (min(T, n) + n) * B + P + X + D + NL + max((m - 1) * S +
-    (C - 1) * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + (B - 1 - 2 * X -
-    Q) * (R - 1)``, the cycles between two segments of a core when its partial finds the normalizer
-    idle, ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers
+    (C - 1) * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + Y + (B - 1 - 2 *
+    X - Q) * (R - 1)``, the cycles between two segments of a core when its partial finds the
+    normalizer idle, ``Y = 1`` with ``registered_grant`` and more than one core (the grant rests
+    on the last core and moves to the first before its partial goes), else 0, ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers
     let the core go on two beats earlier), else 0; ``Z = 1`` with ``request_slices`` (the first K
     request a cycle later; the later ones are off the critical path), else 0; ``D`` the registers
     from the arbiter's input to the normalizer's and ``Q`` the beats they hold: the arbiter (1; none
@@ -1015,7 +1026,7 @@ def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, reques
     second while the normalizer keeps the cores waiting. Needs ``B >= 1 + 2 * X + Q`` when ``R >
     1``.
     """
-    t = timing(cfg, latency, partial_slices, request_slices)
+    t = timing(cfg, latency, partial_slices, request_slices, registered_grant)
     _check_positive("heads", heads)
     _check_positive("n", n)
     if heads % cfg.cores:
@@ -1026,7 +1037,8 @@ def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, reques
         raise ValueError(f"the formula needs head_dim / lanes >= {buffered} when norm_cycles > 1"
                          f"{' and partial_slices' if x else ''}, not {b}")
     m = heads // c
-    step = (n + 1) * b + 3 + (b - buffered) * (r - 1)
+    moves = int(t.registered_grant and c > 1)
+    step = (n + 1) * b + 3 + moves + (b - buffered) * (r - 1)
     return (_front_end(t, heads) + (min(t.tile, n) + n) * b + t.pv_latency + x + _registers(t)
             + t.norm_latency + max((m - 1) * step + (c - 1) * r * b + r * (b - 1), r * (heads * b - 1)))
 

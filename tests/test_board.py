@@ -264,7 +264,7 @@ def test_icebreaker():
     assert netlist.count("cell \\SB_SPRAM256KA") == 4
     assert top.memory_for(platform) == "spram" and top.bank_keys_for(platform) == 2048
     assert not top.kv_slices_for(platform) and not top.partial_slices_for(platform)
-    assert not top.request_slices_for(platform)
+    assert not top.request_slices_for(platform) and not top.registered_grant_for(platform)
     assert "_slice_" not in netlist             # not on K and V, behind the partials, on the requests
     assert all(f"set_io {pin}" in pins for pin in ("uart_0__rx__io 6", "uart_0__tx__io 9", "led_0__io 11",
                                                     "led_1__io 37"))
@@ -293,6 +293,10 @@ def test_ulx3s():
     assert top.request_slices_for(platform)     # and one on each core's K and V requests
     assert all(f"cell \\board.top.{kind}req_slice_{c} " in netlist for kind in "kv" for c in range(4))
     assert "kreq_slice_4" not in netlist and "vreq_slice_4" not in netlist
+    assert top.registered_grant_for(platform)   # and the arbiter's grant a register
+    arbiter = netlist[netlist.index("module \\board.top.arbiter\n"):]
+    arbiter = arbiter[:arbiter.index("\nend\n")]
+    assert " \\sel\n" in arbiter and " \\held\n" not in arbiter
     assert all(f'LOCATE COMP "led_{n}__io' in pins for n in range(4)) and 'led_4__io' not in pins
     params = ecp5_pll_params(25e6, 100e6)
     assert (params.clki_div, params.clkfb_div, params.clkop_div, params.vco) == (1, 4, 6, 600e6)
@@ -337,7 +341,14 @@ def test_constructor_errors():
     top = BoardTop(cfg, request_slices=False)                           # independent of the others
     assert not top.request_slices_for(None) and top.kv_slices_for(None) and top.partial_slices_for(None)
     top = BoardTop(cfg, kv_slices=False, partial_slices=False)
-    assert top.request_slices_for(None)
+    assert top.request_slices_for(None) and top.registered_grant_for(None)
+    with pytest.raises(TypeError, match="registered_grant must be a bool or None, not 0"):
+        BoardTop(cfg, registered_grant=0)
+    assert BoardTop(cfg).registered_grant_for(None)                     # block RAM: on
+    assert not BoardTop(cfg, memory="spram").registered_grant_for(None) # SPRAM: off
+    assert BoardTop(cfg, memory="spram", registered_grant=True).registered_grant_for(None)
+    top = BoardTop(cfg, registered_grant=False)                         # independent of the others
+    assert not top.registered_grant_for(None) and top.request_slices_for(None)
     with pytest.raises(ValueError, match="divisor must be given to simulate a BoardTop"):
         design_verilog(BoardTop(cfg), toplevel="board")
     with pytest.raises(ValueError, match="the iCE40 PLL reaches"):

@@ -65,7 +65,8 @@ def random_shapes(cfg, rng, count):
     return shapes
 
 
-def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=False, request_slices=False):
+def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=False, request_slices=False,
+                      registered_grant=False):
     """Run every job in one Verilator simulation; every job's predicted cycles must equal its
     o_cycles. Jobs run back to back, so each prediction starts from the arbiter pointer the
     previous job left. Returns the measured cycles."""
@@ -73,12 +74,13 @@ def check_against_rtl(request, cfg, shapes, latency, seed, *, partial_slices=Fal
     jobs = [random_int_job(cfg, lengths, rng) for lengths in shapes]
     _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request),
                               latency=latency, stall_rate=0, patterns=[("none", "none")], seed=1,
-                              partial_slices=partial_slices, request_slices=request_slices)
+                              partial_slices=partial_slices, request_slices=request_slices,
+                              registered_grant=registered_grant)
     assert len(cycles) == len(shapes)
     held, wrong = 0, []
     for lengths, measured in zip(shapes, cycles):
         pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held, partial_slices=partial_slices,
-                            request_slices=request_slices)
+                            request_slices=request_slices, registered_grant=registered_grant)
         held = pred.arbiter_held
         if pred.cycles != measured:
             wrong.append((lengths, measured, pred.cycles))
@@ -180,6 +182,33 @@ def test_rtl_request_slices(request, name, changes, shapes, latency, partial):
     held, plain = 0, []
     for lengths in shapes:
         pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held, partial_slices=partial)
+        held = pred.arbiter_held
+        plain.append(pred.cycles)
+    assert cycles != plain
+
+
+#: With the arbiter's grant in a register: tiny2's fast shapes at latency 7 (one-key heads that
+#: queue at the arbiter, cut heads from the tree's root), and random jobs at default with the
+#: board's options (both kinds of slices too) at latency 3 and under flashdecoding at latency 5.
+GRANT_CASES = [
+    pytest.param("tiny2", {}, FAST_SHAPES, 7, {}, id="tiny2"),
+    pytest.param("default", {}, None, 3, {"partial_slices": True, "request_slices": True}, id="default-board"),
+    pytest.param("default", {"schedule": "flashdecoding"}, None, 5, {}, id="default-flashdecoding"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, changes, shapes, latency, slices", GRANT_CASES)
+def test_rtl_registered_grant(request, name, changes, shapes, latency, slices):
+    """LeanAttention(registered_grant=True), also with both kinds of slices: the model with the same
+    options equals the RTL on every job, and the registered grant changes the cycles of jobs (a
+    packet from an input the grant does not rest on waits a cycle while the grant moves)."""
+    cfg = TEST_CONFIGS[name].replace(**changes)
+    shapes = shapes or random_shapes(cfg, np.random.default_rng(41), 16)
+    cycles = check_against_rtl(request, cfg, shapes, latency, seed=19, registered_grant=True, **slices)
+    held, plain = 0, []
+    for lengths in shapes:
+        pred = perf.predict(cfg, lengths, latency=latency, arbiter_held=held, **slices)
         held = pred.arbiter_held
         plain.append(pred.cycles)
     assert cycles != plain
@@ -354,12 +383,15 @@ FORMULA_CONFIGS = {
 }
 
 
-#: The register slice options of LeanAttention, as keyword arguments of the model.
+#: The register slice options of LeanAttention and its registered grant, as keyword arguments of
+#: the model.
 SLICES = {
-    "plain":          {},
-    "partial_slices": {"partial_slices": True},
-    "request_slices": {"request_slices": True},
-    "both_slices":    {"partial_slices": True, "request_slices": True},
+    "plain":            {},
+    "partial_slices":   {"partial_slices": True},
+    "request_slices":   {"request_slices": True},
+    "both_slices":      {"partial_slices": True, "request_slices": True},
+    "registered_grant": {"registered_grant": True},
+    "board":            {"partial_slices": True, "request_slices": True, "registered_grant": True},
 }
 
 
