@@ -131,7 +131,7 @@ OPTION_CASES = [
     pytest.param("default", PARTIAL, 501, marks=pytest.mark.slow),
     ("tiny", REQUEST, 700),
     pytest.param("default", PARTIAL | REQUEST, 701, marks=pytest.mark.slow),
-    ("tiny2", GRANT, 900),
+    pytest.param("tiny2", GRANT, 900, marks=pytest.mark.slow),
     pytest.param("tiny2", PARTIAL | GRANT, 901, marks=pytest.mark.slow),
     pytest.param("default", PARTIAL | REQUEST | GRANT, 902, marks=pytest.mark.slow),
 ]
