@@ -31,7 +31,7 @@ from .normalize import Normalizer
 from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
 from .schedule import Scheduler
-from .skid import through_skid
+from .skid import PipeRegister, through_skid
 from .tree import ReductionTree
 
 __all__ = ["LeanAttention", "cycle_bits", "RTL_SCHEDULES"]
@@ -217,13 +217,14 @@ class LeanAttention(wiring.Component):
         # --- loading: the job's inputs, descriptors to both memories, queries to every core ------
         wiring.connect(m, wiring.flipped(self.i_desc), loader.i_desc)
         wiring.connect(m, wiring.flipped(self.i_query), loader.i_query)
+        dwrite = self._write_slice(m, "dwrite", loader.o_dwrite)
         for sink in (sched.i_dwrite, scales.i_dwrite):
-            m.d.comb += [sink.valid.eq(loader.o_dwrite.valid), sink.payload.eq(loader.o_dwrite.payload)]
-        m.d.comb += loader.o_dwrite.ready.eq(sched.i_dwrite.ready & scales.i_dwrite.ready)
+            m.d.comb += [sink.valid.eq(dwrite.valid), sink.payload.eq(dwrite.payload)]
+        m.d.comb += dwrite.ready.eq(sched.i_dwrite.ready & scales.i_dwrite.ready)
+        qwrite = self._write_slice(m, "qwrite", loader.o_qwrite)
         for core in cores:
-            m.d.comb += [core.i_qwrite.valid.eq(loader.o_qwrite.valid),
-                         core.i_qwrite.payload.eq(loader.o_qwrite.payload)]
-        m.d.comb += loader.o_qwrite.ready.eq(_all(core.i_qwrite.ready for core in cores))
+            m.d.comb += [core.i_qwrite.valid.eq(qwrite.valid), core.i_qwrite.payload.eq(qwrite.payload)]
+        m.d.comb += qwrite.ready.eq(_all(core.i_qwrite.ready for core in cores))
 
         # --- the cores and their memory ports -----------------------------------------------------
         for c, core in enumerate(cores):
@@ -244,6 +245,20 @@ class LeanAttention(wiring.Component):
 
         self._control(m, loader, sched)
         return m
+
+    def _write_slice(self, m, kind, source):
+        """The loader's ``kind`` writes (``"dwrite"``: descriptors to the scheduler and the scale
+        lookup; ``"qwrite"``: query beats to every core) on their way across the die: with the
+        full pipeline through a :class:`~leanattn.hdl.skid.PipeRegister` (``<kind>_slice``),
+        straight with the compact one. The memories they write are always ready, so the register
+        is a plain pipeline stage (no ``ready`` logic) and costs no cycle: a job's descriptors
+        and queries are read only after its report, two cycles after its last input beat, and a
+        write lands one cycle after that beat."""
+        if self._cfg.pipeline == "compact":
+            return source
+        m.submodules[f"{kind}_slice"] = pipe = PipeRegister(shape=source.payload.shape())
+        wiring.connect(m, source, pipe.i_data)
+        return pipe.o_data
 
     def _arbitrate(self, m, finals):
         """The streams of final states as one, packet by packet: the arbiter's output; with the
