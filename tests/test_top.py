@@ -297,6 +297,41 @@ def test_request_slices_structure(request, name):
     assert verilator_lint(path, waivers=TOP_LINT_WAIVERS) == []
 
 
+@pytest.mark.parametrize("name", ["tiny", "tiny2"])
+def test_write_slices_structure(name):
+    """With the full pipeline the loader's descriptor and query writes leave a register each
+    (``dwrite_slice``, ``qwrite_slice``, one-entry: no skid register), with the compact one they
+    go straight; a register's payload is the write's (the cycles are the same either way:
+    test_rtl_tiny_fast, test_rtl_compact)."""
+    cfg = TEST_CONFIGS[name]
+    verilog = design_verilog(LeanAttention(cfg), toplevel="lean_attention")
+    full = cfg.pipeline == "full"
+    for kind in ("dwrite", "qwrite"):
+        assert (f"module \\lean_attention.{kind}_slice (" in verilog) == full
+    if full:
+        module = verilog[verilog.index("module \\lean_attention.qwrite_slice ("):]
+        module = module[:module.index("endmodule")]
+        assert "skid" not in module
+
+
+@pytest.mark.parametrize("name", ["tiny2", "default"])
+def test_registered_grant_structure(request, name):
+    """With ``registered_grant`` the arbiter keeps its grant in ``sel`` instead of ``held``; the
+    top lints clean."""
+    cfg = TEST_CONFIGS[name]
+    assert not LeanAttention(cfg).registered_grant
+    top = LeanAttention(cfg, registered_grant=True)
+    assert top.registered_grant and not top.partial_slices and not top.request_slices
+    verilog = design_verilog(top, toplevel="lean_attention")
+    module = verilog[verilog.index("module \\lean_attention.arbiter ("):]
+    module = module[:module.index("endmodule")]
+    assert " sel;" in module and " held;" not in module
+    path = bench_dir(request) / "lean_attention.v"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(verilog)
+    assert verilator_lint(path, waivers=TOP_LINT_WAIVERS) == []
+
+
 def test_constructor_errors():
     with pytest.raises(TypeError, match="cfg must be an AttentionConfig"):
         LeanAttention({"head_dim": 64})
