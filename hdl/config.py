@@ -135,8 +135,9 @@ class AttentionConfig:
         form: the merge unit (:func:`leanattn.hdl.merge.merge_stages`), the reciprocal
         (:func:`leanattn.hdl.recip.recip_stages`), exp2 (:func:`leanattn.hdl.exp2.exp2_stages`),
         the score scaling (:attr:`leanattn.hdl.score.ScoreScale.latency`), the tree nodes'
-        register slices (:func:`leanattn.hdl.skid.register_slice`) and the downstream (no slice
-        in front of the normalizer, no arbiter for one core); the scheduler's descriptors, the
+        register slices (:func:`leanattn.hdl.skid.register_slice`), the downstream (no slice
+        in front of the normalizer, no arbiter for one core) and the loading (no register on the
+        descriptor and query writes); the scheduler's descriptors, the
         request issuers' rings of four or more and the tile buffer's records go to block RAM
         (:func:`leanattn.hdl.ring.ring_for`), and a core's K command queue holds one segment.
     """
