@@ -383,14 +383,13 @@ FORMULA_CONFIGS = {
 }
 
 
-#: The register slice options of LeanAttention and its registered grant, as keyword arguments of
-#: the model.
+#: The register slice options of LeanAttention, and all three with its registered grant (the
+#: board's options with block RAM), as keyword arguments of the model.
 SLICES = {
     "plain":            {},
     "partial_slices":   {"partial_slices": True},
     "request_slices":   {"request_slices": True},
     "both_slices":      {"partial_slices": True, "request_slices": True},
-    "registered_grant": {"registered_grant": True},
     "board":            {"partial_slices": True, "request_slices": True, "registered_grant": True},
 }
 

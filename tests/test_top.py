@@ -314,7 +314,7 @@ def test_write_slices_structure(name):
         assert "skid" not in module
 
 
-@pytest.mark.parametrize("name", ["tiny2", "default"])
+@pytest.mark.parametrize("name", ["tiny2", pytest.param("default", marks=pytest.mark.slow)])
 def test_registered_grant_structure(request, name):
     """With ``registered_grant`` the arbiter keeps its grant in ``sel`` instead of ``held``; the
     top lints clean."""
