@@ -200,9 +200,9 @@ class BoardTop(wiring.Component):
         return self._slices_for(self._registered_grant, platform)
 
     def _slices_for(self, choice, platform):
-        """A register slice option (or the registered grant): as given, else on with block RAM (the ECP5 boards, where it
-        cuts a long path) and off with SPRAM (the iCE40UP5K, where every flip-flop costs one of
-        its scarce logic cells)."""
+        """A register slice option (or the registered grant): as given, else on with block RAM
+        (the ECP5 boards, where it cuts a long path) and off with SPRAM (the iCE40UP5K, where
+        every flip-flop costs one of its scarce logic cells, and the slow clock needs no cut)."""
         return self.memory_for(platform) == "bram" if choice is None else choice
 
     def bank_keys_for(self, platform):

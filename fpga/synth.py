@@ -18,6 +18,11 @@ utilization, Fmax per clock, critical paths). ``report.json`` and ``report.md`` 
 * ``fmax_mhz`` of the design clock (the clock with the highest constraint), ``target_mhz`` of the
   board, every clock in ``clocks``, ``timing_met`` (every clock meets its constraint and the design
   clock reaches the target) and the ``critical_path`` with its delay breakdown;
+* ``worst_paths``: the worst register-to-register paths of the whole design against the design
+  clock's period, from the SDF file nextpnr writes (``top.sdf``, :mod:`leanattn.fpga.paths`):
+  a ``summary`` (endpoints, how many fail, the worst slack), the :data:`WORST_PATHS` worst
+  ``paths`` (one per endpoint register) and the ``unit_pairs`` (source and sink instance) with the
+  most failing endpoints -- every problem of a build at once, where nextpnr names one path;
 * ``fits``, with ``reasons`` when it does not: a tool failed, a resource is over the budget, or
   fewer primitives than :func:`expected_primitives` are present. The last one guards the numbers:
   logic that synthesis optimized away makes a design look small, and must not pass as fitting.
@@ -50,15 +55,15 @@ from .boards import BOARDS, RESOURCE_KEYS, toolchain_env
 from .boards import board as get_board
 
 __all__ = ["Multiplier", "SynthesisError", "datapath_multipliers", "expected_primitives", "synthesize",
-           "critical_path", "run_tool", "markdown", "add_parser", "run", "main"]
+           "critical_path", "worst_paths", "run_tool", "markdown", "add_parser", "run", "main"]
 
 #: The design's name in the build folder (``top.il``, ``top.json``, ...).
 NAME = "top"
 
 #: Files a build leaves; removed before a build so that a failed stage never reports old numbers.
-PRODUCTS = ("top.json", "top.stat.json", "top.report.json", "top.rpt", "top.tim", "top.asc", "top.bin",
-            "top.config", "top.bit", "top.svf", "top.packed.json", "top.packed.log", "report.json",
-            "report.md")
+PRODUCTS = ("top.json", "top.stat.json", "top.report.json", "top.sdf", "top.rpt", "top.tim", "top.asc",
+            "top.bin", "top.config", "top.bit", "top.svf", "top.packed.json", "top.packed.log",
+            "report.json", "report.md")
 
 #: Families whose ``LUT4`` count is known only once the design is packed (iCE40: a logic cell holds
 #: a LUT4 and a flip-flop). There a failed placement is followed by a ``--pack-only`` run
@@ -70,6 +75,9 @@ PACK_ONLY_FAMILIES = ("iCE40",)
 #: run writes none of them.
 _PNR_OUTPUTS = ("--asc", "--textcfg", "--report", "--log", "--write", "--sdf", "--placed-svg",
                 "--routed-svg")
+
+#: Paths and unit pairs ``report.json`` and ``report.md`` list (``worst_paths``).
+WORST_PATHS = 12
 
 #: Stages of a build, as named on the progress lines and in ``runtimes_s``.
 STAGES = ("elaborate", "yosys", "nextpnr", "pack")
@@ -297,7 +305,7 @@ def _elaborate(board, cfg, design, out_dir, *, seed, progress):
         design = BoardTop(cfg)
     overrides = {
         **board.overrides,
-        "nextpnr_opts": f"--report {NAME}.report.json --timing-allow-fail --seed {seed}",
+        "nextpnr_opts": f"--report {NAME}.report.json --sdf {NAME}.sdf --timing-allow-fail --seed {seed}",
         "script_after_synth": f"tee -q -o {NAME}.stat.json stat -json",
     }
     platform = board.platform()
@@ -570,6 +578,7 @@ def synthesize(board, cfg, out_dir, *, design=None, seed=1, progress=True, prese
         "fmax_mhz": fmax, "target_mhz": board.target_mhz, "clock": clock, "clocks": clocks,
         "resources": resources, "expected": expected,
         "critical_path": critical_path(pnr.get("critical_paths", []), clock),
+        "worst_paths": worst_paths(out_dir, clocks.get(clock)),
         "stages": stages, "runtimes_s": runtimes, "tools": _versions(out_dir, board),
         "cells": dict(sorted(cells.items())),
         "utilization": {k: v for k, v in sorted(pnr.get("utilization", {}).items()) if v.get("used")},
@@ -578,6 +587,26 @@ def synthesize(board, cfg, out_dir, *, design=None, seed=1, progress=True, prese
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "report.md").write_text(markdown(report))
     return report
+
+
+def worst_paths(out_dir, clock):
+    """``worst_paths`` of a report: the analysis of ``out_dir``'s ``top.sdf`` against the period of
+    ``clock`` (an entry of ``clocks``), or None without a routed design."""
+    from . import paths
+
+    sdf, netlist = out_dir / f"{NAME}.sdf", out_dir / f"{NAME}.json"
+    if clock is None or not sdf.is_file():
+        return None
+    period = 1000.0 / clock["constraint_mhz"]
+    analysis = paths.analyze(sdf, netlist=netlist if netlist.is_file() else None)
+    pairs = sorted(analysis.unit_pairs(period_ns=period), key=lambda p: (-p.failing, p.worst_slack_ns))
+    return {
+        "period_ns": round(period, 6),
+        "summary": analysis.summary(period_ns=period),
+        "paths": [{k: v for k, v in p.to_dict().items() if k != "hops"}
+                  for p in analysis.paths(period_ns=period, count=WORST_PATHS)],
+        "unit_pairs": [p.to_dict() for p in pairs[:WORST_PATHS]],
+    }
 
 
 # --- the Markdown summary -------------------------------------------------------------------------
@@ -627,11 +656,30 @@ def markdown(report):
         parts = ", ".join(f"{kind} {ns:.2f}" for kind, ns in path["breakdown_ns"].items())
         lines += ["", f"Critical path: {path['delay_ns']:.2f} ns, logic levels: {path['logic_levels']} "
                       f"({parts} ns)", f"from `{path['from']}`", f"to `{path['to']}`."]
+    lines += _worst_paths_markdown(report.get("worst_paths"))
     runtimes = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report["runtimes_s"].items())
     packages = ", ".join(f"{name} {version}" for name, version in report["tools"]["packages"].items())
     yosys = report["tools"]["yosys"] or "Yosys (version unknown)"
     lines += ["", f"Runtimes: {runtimes}.", f"Tools: {yosys}; {packages}."]
     return "\n".join(lines) + "\n"
+
+
+def _worst_paths_markdown(worst):
+    """The worst paths and unit pairs of ``report.md`` (nothing without them)."""
+    if not worst or not worst["paths"]:
+        return []
+    summary = worst["summary"]
+    lines = ["", f"Worst paths at {worst['period_ns']:.2f} ns ({summary['failing']} of "
+                 f"{summary['endpoints']} endpoints fail), one per endpoint register:", "",
+             "| slack ns | delay ns | levels | failing / ends | from | to |",
+             "| ---: | ---: | ---: | ---: | --- | --- |"]
+    lines += [f"| {p['slack_ns']:.2f} | {p['delay_ns']:.2f} | {p['logic_levels']} | {p['failing']} / "
+              f"{p['endpoints']} | `{p['start_group']}` | `{p['end_group']}` |" for p in worst["paths"]]
+    lines += ["", "Paths between units, most failing endpoints first:", "",
+              "| from unit | to unit | failing / ends | worst slack ns |", "| --- | --- | ---: | ---: |"]
+    lines += [f"| `{p['source']}` | `{p['sink']}` | {p['failing']} / {p['endpoints']} | "
+              f"{p['worst_slack_ns']:.2f} |" for p in worst["unit_pairs"]]
+    return lines
 
 
 # --- command line ---------------------------------------------------------------------------------

