@@ -1016,8 +1016,9 @@ def whole_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, reques
     (C - 1) * R * B + R * (B - 1), R * (H * B - 1))`` with ``S = (n + 1) * B + 3 + Y + (B - 1 - 2 *
     X - Q) * (R - 1)``, the cycles between two segments of a core when its partial finds the
     normalizer idle, ``Y = 1`` with ``registered_grant`` and more than one core (the grant rests
-    on the last core and moves to the first before its partial goes), else 0, ``X = 1`` with ``partial_slices`` (a partial beat a cycle later; the slice's two registers
-    let the core go on two beats earlier), else 0; ``Z = 1`` with ``request_slices`` (the first K
+    on the last core and moves to the first before its partial goes), else 0, ``X = 1`` with
+    ``partial_slices`` (a partial beat a cycle later; the slice's two registers let the core go
+    on two beats earlier), else 0; ``Z = 1`` with ``request_slices`` (the first K
     request a cycle later; the later ones are off the critical path), else 0; ``D`` the registers
     from the arbiter's input to the normalizer's and ``Q`` the beats they hold: the arbiter (1; none
     for one core with the compact pipeline), the scale lookup (1) and the final skid buffer (1

@@ -192,7 +192,8 @@ def test_rtl_request_slices(request, name, changes, shapes, latency, partial):
 #: board's options (both kinds of slices too) at latency 3 and under flashdecoding at latency 5.
 GRANT_CASES = [
     pytest.param("tiny2", {}, FAST_SHAPES, 7, {}, id="tiny2"),
-    pytest.param("default", {}, None, 3, {"partial_slices": True, "request_slices": True}, id="default-board"),
+    pytest.param("default", {}, None, 3, {"partial_slices": True, "request_slices": True},
+                 id="default-board"),
     pytest.param("default", {"schedule": "flashdecoding"}, None, 5, {}, id="default-flashdecoding"),
 ]
 
