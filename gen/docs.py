@@ -89,14 +89,17 @@ UNITS = [
 
 def units_table(configs=PRESETS):
     """Latency (and, where a unit takes inputs less than once per cycle, the interval) per preset."""
+    from .fpga.unit_resources import UNITS as REGISTRY
+
+    registry = {unit.name: unit for unit in REGISTRY}
     lines = ["| unit | module | instances | " + " | ".join(configs) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in configs) + " |"]
     for name, module, where in UNITS:
         cls = getattr(importlib.import_module(f"leanattn.hdl.{module}"), name)
         cells = []
         for cfg in configs.values():
-            if name == "Merge" and cfg.cores == 1:
-                cells.append("none (one core)")
+            if not registry[name].present(cfg):         # a merge on one core: no tree node
+                cells.append(f"none ({cfg.cores} core{'s' if cfg.cores > 1 else ''})")
                 continue
             unit = cls(cfg)
             interval = getattr(unit, "interval", 1)

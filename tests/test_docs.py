@@ -51,13 +51,15 @@ def test_design_graph_default_dataflow():
     pairs = {(e.src, e.dst) for e in design.edges}
     for c in range(cfg.cores):
         assert ("sched", f"o_seg_{c}", f"core_{c}", "i_seg") in edges
-        assert ("loader", "o_qwrite", f"core_{c}", "i_qwrite") in edges
+        assert ("qwrite_slice", "o_data", f"core_{c}", "i_qwrite") in edges
         assert ("core_" + str(c), "o_partial", f"leaf_buffer_{c}", "w_stream") in edges
         assert (f"leaf_buffer_{c}", "r_stream", "tree", f"i_leaf_{c}") in edges
         assert (f"mem_{c}", f"i_k_{c}", f"core_{c}", "i_k") in edges
         assert (f"core_{c}", "o_vreq", f"mem_{c}", f"o_vreq_{c}") in edges
         assert (f"core_{c}", "o_partial", "arbiter", f"i_{c}") in edges
-    for pair in [("i_desc", "loader"), ("i_query", "loader"), ("loader", "sched"), ("loader", "scales"),
+    assert ("loader", "o_qwrite", "qwrite_slice", "i_data") in edges     # the writes leave a register
+    for pair in [("i_desc", "loader"), ("i_query", "loader"), ("loader", "dwrite_slice"),
+                 ("dwrite_slice", "sched"), ("dwrite_slice", "scales"),
                  ("tree", "arbiter"), ("arbiter", "scales"), ("scales", "final_skid"),
                  ("final_skid", "norm"), ("norm", "o_out")]:
         assert pair in pairs, pair
