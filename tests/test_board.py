@@ -326,29 +326,18 @@ def test_constructor_errors():
         BoardTop(cfg, kv_slices=1)
     assert BoardTop(cfg, memory="spram", kv_slices=True).kv_slices_for(None)
     assert not BoardTop(cfg, kv_slices=False).kv_slices_for(None) and BoardTop(cfg).kv_slices_for(None)
-    with pytest.raises(TypeError, match="partial_slices must be a bool or None, not 'yes'"):
-        BoardTop(cfg, partial_slices="yes")
-    assert BoardTop(cfg).partial_slices_for(None)                       # block RAM: on
-    assert not BoardTop(cfg, memory="spram").partial_slices_for(None)   # SPRAM: off
-    assert BoardTop(cfg, memory="spram", partial_slices=True).partial_slices_for(None)
-    assert not BoardTop(cfg, partial_slices=False).partial_slices_for(None)
-    assert BoardTop(cfg, partial_slices=False).kv_slices_for(None)      # the two are independent
-    with pytest.raises(TypeError, match="request_slices must be a bool or None, not 1"):
-        BoardTop(cfg, request_slices=1)
-    assert BoardTop(cfg).request_slices_for(None)                       # block RAM: on
-    assert not BoardTop(cfg, memory="spram").request_slices_for(None)   # SPRAM: off
-    assert BoardTop(cfg, memory="spram", request_slices=True).request_slices_for(None)
-    top = BoardTop(cfg, request_slices=False)                           # independent of the others
-    assert not top.request_slices_for(None) and top.kv_slices_for(None) and top.partial_slices_for(None)
-    top = BoardTop(cfg, kv_slices=False, partial_slices=False)
-    assert top.request_slices_for(None) and top.registered_grant_for(None)
-    with pytest.raises(TypeError, match="registered_grant must be a bool or None, not 0"):
-        BoardTop(cfg, registered_grant=0)
-    assert BoardTop(cfg).registered_grant_for(None)                     # block RAM: on
-    assert not BoardTop(cfg, memory="spram").registered_grant_for(None) # SPRAM: off
-    assert BoardTop(cfg, memory="spram", registered_grant=True).registered_grant_for(None)
-    top = BoardTop(cfg, registered_grant=False)                         # independent of the others
-    assert not top.registered_grant_for(None) and top.request_slices_for(None)
+    for option in ("partial_slices", "request_slices", "registered_grant"):
+        for value in ("yes", 1, 0):
+            with pytest.raises(TypeError, match=f"{option} must be a bool or None, not {value!r}"):
+                BoardTop(cfg, **{option: value})
+        chosen = getattr(BoardTop, f"{option}_for")
+        assert chosen(BoardTop(cfg), None)                                      # block RAM: on
+        assert not chosen(BoardTop(cfg, memory="spram"), None)                  # SPRAM: off
+        assert chosen(BoardTop(cfg, memory="spram", **{option: True}), None)
+        off = BoardTop(cfg, **{option: False})                                  # independent of the others
+        assert not chosen(off, None) and off.kv_slices_for(None)
+        assert all(getattr(off, f"{other}_for")(None) for other in
+                   ("partial_slices", "request_slices", "registered_grant") if other != option)
     with pytest.raises(ValueError, match="divisor must be given to simulate a BoardTop"):
         design_verilog(BoardTop(cfg), toplevel="board")
     with pytest.raises(ValueError, match="the iCE40 PLL reaches"):
