@@ -93,9 +93,10 @@ class LeanAttention(wiring.Component):
         Outputs are bit for bit the same. A packet from an input other than the one the grant
         rests on, offered while the arbiter idles, leaves a cycle later (the grant moves first),
         and the order of packets offered together may differ: :func:`leanattn.sim.perf.predict`
-        with ``registered_grant=True`` counts the cycles exactly. No cost in logic; default off
-        so that the cycles of the combinational grant stay the reference. Has no effect on one
-        core with the compact pipeline, which has no arbiter.
+        with ``registered_grant=True`` counts the cycles exactly. About the logic of the
+        combinational grant (at ``default``, three inputs, alone: 696 LUT4s against 717); default
+        off so that the cycles of the combinational grant stay the reference. Has no effect on
+        one core with the compact pipeline, which has no arbiter.
 
     Members
     -------

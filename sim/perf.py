@@ -15,9 +15,9 @@ of ``LeanAttention(cfg, request_slices=True)`` (a register slice on every core's
 requests), compared at ``tiny2`` latency 2 (fast tier), ``default`` latencies 3 and 150, and with
 both kinds of slices at ``tiny2`` latency 2 and ``default`` latency 3. With
 ``registered_grant=True`` it is the count of ``LeanAttention(cfg, registered_grant=True)`` (the
-packet arbiter's grant a register), compared at ``tiny2`` latencies 0 and 7,
-``default`` under ``flashdecoding`` at latency 5, and with both kinds of slices (the board's
-options with block RAM) at ``default`` latencies 0 and 3.
+packet arbiter's grant a register), compared at ``tiny2`` latencies 0 (also with the partial
+slices) and 7, ``default`` under ``flashdecoding`` at latency 5, and with both kinds of slices
+(the board's options with block RAM) at ``default`` latencies 0 and 3.
 
 The model
 ---------
