@@ -591,14 +591,18 @@ def synthesize(board, cfg, out_dir, *, design=None, seed=1, progress=True, prese
 
 def worst_paths(out_dir, clock):
     """``worst_paths`` of a report: the analysis of ``out_dir``'s ``top.sdf`` against the period of
-    ``clock`` (an entry of ``clocks``), or None without a routed design."""
+    ``clock`` (an entry of ``clocks``), or None without a routed design. An SDF file the analysis
+    cannot read gives ``{"error": ...}``, not an exception: the rest of the report stands."""
     from . import paths
 
     sdf, netlist = out_dir / f"{NAME}.sdf", out_dir / f"{NAME}.json"
     if clock is None or not sdf.is_file():
         return None
     period = 1000.0 / clock["constraint_mhz"]
-    analysis = paths.analyze(sdf, netlist=netlist if netlist.is_file() else None)
+    try:
+        analysis = paths.analyze(sdf, netlist=netlist if netlist.is_file() else None)
+    except paths.SdfError as error:
+        return {"error": f"the SDF file could not be analysed: {error}"}
     pairs = sorted(analysis.unit_pairs(period_ns=period), key=lambda p: (-p.failing, p.worst_slack_ns))
     return {
         "period_ns": round(period, 6),
@@ -666,6 +670,8 @@ def markdown(report):
 
 def _worst_paths_markdown(worst):
     """The worst paths and unit pairs of ``report.md`` (nothing without them)."""
+    if worst and "error" in worst:
+        return ["", f"Worst paths: {worst['error']}."]
     if not worst or not worst["paths"]:
         return []
     summary = worst["summary"]

@@ -152,6 +152,19 @@ def test_flow(name, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["fields"] == PRESETS[spec.preset].to_dict()
 
 
+def test_worst_paths_of_a_bad_sdf(tmp_path):
+    """A routed build whose SDF file the analysis cannot read keeps its report: ``worst_paths``
+    says why, and report.md shows it; no SDF at all, or no clock, gives None."""
+    clock = {"constraint_mhz": 100.0, "achieved_mhz": 120.0}
+    assert synth.worst_paths(tmp_path, clock) is None
+    (tmp_path / "top.sdf").write_text("(NOTSDF)")
+    assert synth.worst_paths(tmp_path, None) is None
+    worst = synth.worst_paths(tmp_path, clock)
+    assert worst == {"error": f"the SDF file could not be analysed: {tmp_path / 'top.sdf'}: not an SDF "
+                              "file: it does not start with (DELAYFILE"}
+    assert synth._worst_paths_markdown(worst) == ["", f"Worst paths: {worst['error']}."]
+
+
 def test_optimized_away_is_no_fit(tmp_path):
     """A multiplier whose product nothing uses is removed by Yosys: the primitive check catches it."""
     report = synthesize("icebreaker", PRESETS["tiny"], tmp_path, design=StandIn(keep_product=False),
