@@ -7,14 +7,13 @@ priority encoder; the ``recip_index_bits + recip_interp_bits`` bits of ``l`` bel
 :func:`leanattn.sim.golden.reciprocal` bit for bit.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.data import StructLayout
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import bits_for
-from .fixed import add_rounded
 from .pipeline import carry, check_unit_args, has_tag
 from .tables import recip_table
 
@@ -65,9 +64,10 @@ class Reciprocal(wiring.Component):
     """Reciprocal ``(r, e)`` of denominators ``l >= 2**exp_frac_bits``, one per cycle.
 
     The table lives in a ROM (:class:`amaranth.lib.memory.Memory`, initialized with
-    :attr:`table`). With interpolation (``recip_interp_bits > 0``) the ROM has two synchronous read
-    ports, one at ``i`` and one at ``i + 1``, so both ends of the interval come out in the same
-    cycle: one true dual-port block RAM, no second copy of the table.
+    :attr:`table`). With interpolation (``recip_interp_bits > 0``) a second ROM, ``descent``,
+    holds each interval's fall ``D[i] = T[i] - T[i+1]`` (:attr:`descents`, a few bits narrower
+    than ``T``), read at the same address in the same cycle: the slope's multiply takes two
+    registers, with no subtraction or address increment in front of it.
 
     Parameters
     ----------
@@ -88,14 +88,18 @@ class Reciprocal(wiring.Component):
     table : list of int
         The ROM's contents: ``recip_table(index_bits=recip_index_bits, frac_bits=recip_frac_bits,
         interp=recip_interp_bits > 0)``.
+    descents : list of int
+        The ``descent`` ROM's contents with interpolation: ``table[i] - table[i + 1]`` for ``i`` in
+        ``0 .. 2**recip_index_bits - 1`` (the last entry of ``table`` is only read through them);
+        empty without.
     stages : tuple of str
         Names of the pipeline stages, in order: ``chunk`` (leading one within each chunk of
         :data:`ENCODER_CHUNK_BITS` bits, but the chunks wholly below bit P, which the contract
         leaves without the leading one; ``l`` goes on without its bits below ``P - U``, which no
         mantissa reaches), ``lead`` (across the chunks: ``e``), ``read`` (the mantissa bits below
         the leading one address the table), then, with interpolation, ``table`` (both entries
-        registered: no logic follows a block RAM's output), ``slope`` (``(T[i+1] - T[i]) * rem``)
-        and ``interp`` (``T[i]`` plus the rounded product, the rounding bit as the carry in);
+        registered: no logic follows a block RAM's output), ``slope`` (``D[i] * rem``)
+        and ``interp`` (``T[i]`` minus the product, rounded: one subtraction);
         without, ``out`` (the entry registered).
         With ``cfg.pipeline == "compact"``: ``read`` (the leading one, the shift and the table
         address are its logic; the table's synchronous read is its register) and, with
@@ -120,6 +124,8 @@ class Reciprocal(wiring.Component):
         self._tag_shape = tag_shape
         self.table = recip_table(index_bits=cfg.recip_index_bits, frac_bits=cfg.recip_frac_bits,
                                  interp=cfg.recip_interp_bits > 0)
+        self.descents = ([hi - lo for hi, lo in zip(self.table, self.table[1:])]
+                         if cfg.recip_interp_bits else [])
         self.stages = recip_stages(cfg)
         super().__init__({
             "i_l":     In(stream.Signature(recip_input_layout(cfg, tag_shape))),
@@ -156,10 +162,17 @@ class Reciprocal(wiring.Component):
         if has_tag(self._tag_shape):
             carry(m, self.i_l.payload.tag, out.tag, self.stages, "tag", advance)
 
-        # --- table: a ROM, read at i (and i + 1) ---------------------------------------------------
+        # --- table: a ROM read at i; with interpolation a second ROM of the descents ----------------
+        # The descent T[i] - T[i + 1] comes out of its own ROM beside T[i], so no subtraction (and
+        # no address increment) lies in front of the slope's multiply.
         m.submodules.table = table = Memory(shape=unsigned(cfg.recip_bits), depth=len(self.table),
                                             init=self.table)
-        read_ports = [table.read_port() for _ in range(2 if interp else 1)]
+        roms = [table]
+        if interp:
+            m.submodules.descent = descent = Memory(shape=unsigned(bits_for(max(self.descents))),
+                                                    depth=len(self.descents), init=self.descents)
+            roms.append(descent)
+        read_ports = [rom.read_port() for rom in roms]
         for port in read_ports:
             m.d.comb += port.en.eq(advance)
 
@@ -178,8 +191,8 @@ class Reciprocal(wiring.Component):
         # registers and these are the stage's.
         read_shift = (width - 1 - lead_e)[:bits_for(width - 1 - cfg.exp_frac_bits)]
         read_x     = (Cat(Const(0, mant + low), lead_l) << read_shift)[width - 1:width - 1 + mant]
-        for k, port in enumerate(read_ports):
-            m.d.comb += port.addr.eq(read_x[interp:] + k if k else read_x[interp:])
+        for port in read_ports:
+            m.d.comb += port.addr.eq(read_x[interp:])
         lo = read_ports[0].data
         if compact and not interp:
             # --- the table's output is r; e is registered beside it ------------------------------
@@ -196,32 +209,32 @@ class Reciprocal(wiring.Component):
             with m.If(advance):
                 m.d.sync += read_rem.eq(read_x[:interp])
             if compact:
-                # --- interp: T[i] + round_shift((T[i+1] - T[i]) * rem, interp) -------------------
+                # --- interp: T[i] - round_shift(D[i] * rem) ---------------------------------------
                 with m.If(advance):
                     m.d.sync += [
-                        out.r.eq(add_rounded(lo, (read_ports[1].data - lo) * read_rem, interp)),
+                        out.r.eq(_interpolated(lo, read_ports[1].data * read_rem, interp)),
                         out.e.eq(read_e),
                     ]
                 return m
 
-            # --- table: T[i], T[i+1] registered ------------------------------------------------------
-            table_lo, table_hi = Signal(cfg.recip_bits), Signal(cfg.recip_bits)
+            # --- table: T[i], D[i] registered -------------------------------------------------------
+            table_lo, table_d = Signal(cfg.recip_bits), Signal.like(read_ports[1].data)
             table_e, table_rem = Signal.like(read_e), Signal.like(read_rem)
             with m.If(advance):
-                m.d.sync += [table_lo.eq(lo), table_hi.eq(read_ports[1].data),
+                m.d.sync += [table_lo.eq(lo), table_d.eq(read_ports[1].data),
                              table_e.eq(read_e), table_rem.eq(read_rem)]
 
-            # --- slope: (T[i+1] - T[i]) * rem (T[i+1] <= T[i]: negative or 0) ------------------------
-            slope_prod = Signal(signed(cfg.recip_bits + 1 + interp))
+            # --- slope: D[i] * rem, a multiply of two registers -------------------------------------
+            slope_prod = Signal(len(table_d) + interp)
             slope_lo, slope_e = Signal.like(table_lo), Signal.like(table_e)
             with m.If(advance):
-                m.d.sync += [slope_prod.eq((table_hi - table_lo) * table_rem),
+                m.d.sync += [slope_prod.eq(table_d * table_rem),
                              slope_lo.eq(table_lo), slope_e.eq(table_e)]
 
-            # --- interp: T[i] + round_shift(product, interp), between the two entries ---------------
+            # --- interp: T[i] minus the product, rounded -------------------------------------------
             with m.If(advance):
                 m.d.sync += [
-                    out.r.eq(add_rounded(slope_lo, slope_prod, interp)),
+                    out.r.eq(_interpolated(slope_lo, slope_prod, interp)),
                     out.e.eq(slope_e),
                 ]
         else:
@@ -232,6 +245,14 @@ class Reciprocal(wiring.Component):
         return m
 
 
+
+
+def _interpolated(lo, descent_prod, interp):
+    """``T[i] + round_shift((T[i+1] - T[i]) * rem, interp)`` from ``lo = T[i]`` and
+    ``descent_prod = (T[i] - T[i+1]) * rem``: ``(lo * 2**interp + 2**(interp-1) - descent_prod) >>
+    interp``, one subtraction (the rounding constant fills the low bits of ``lo``'s operand). Never
+    negative: ``descent_prod < 2**interp * lo``."""
+    return (Cat(Const(1 << (interp - 1), interp), lo) - descent_prod)[interp:][:len(lo)]
 
 
 def _leading_one(m, l, advance, *, floor, low, registered=True):

@@ -155,8 +155,17 @@ def test_table_as_held(name):
     assert isinstance(rom, Memory)
     assert rom.shape == unsigned(cfg.recip_bits) and rom.depth == cfg.recip_table_entries
     assert [int(x) for x in rom.init] == expected
-    assert len(rom.read_ports) == (2 if cfg.recip_interp_bits else 1)
+    assert len(rom.read_ports) == 1
     assert dut.table == expected
+    if cfg.recip_interp_bits:                       # the falls T[i] - T[i+1], in their own ROM
+        descent = module.submodules["descent"]
+        assert [int(x) for x in descent.init] == [a - b for a, b in zip(expected, expected[1:])]
+        assert descent.depth == cfg.recip_table_entries - 1 and len(descent.read_ports) == 1
+        assert descent.shape == unsigned(bits_for(max(dut.descents)))
+    else:
+        assert dut.descents == []
+        with pytest.raises(AttributeError):
+            module.submodules["descent"]
     text = verilog.convert(Reciprocal(cfg), name="recip", emit_src=False)
     held = {int(i): int(v, 16) for i, v in re.findall(r"\\table \[(\d+)\] = \d+'h([0-9a-f]+);", text)}
     assert [held.get(i, 0) for i in range(cfg.recip_table_entries)] == expected
