@@ -158,8 +158,8 @@ class UARTTransmitter(wiring.Component):
     tx : ``Out(1, init=1)``
         The line, driven by a flip-flop (no glitches).
 
-    ``i_data.ready`` and the "bit ends" flag are flip-flops, each worked out a cycle ahead, so no
-    compare on the bit timer lies between the timer and a producer's logic.
+    ``i_data.ready`` (inverted) and the "bit ends" flag are flip-flops, each worked out a cycle
+    ahead, so no compare on the bit timer lies between the timer and a producer's logic.
 
     Latency: the start bit begins at the clock edge that takes the byte.
     Throughput: one byte per ``10 * divisor`` cycles, each bit exactly ``divisor`` cycles long.
@@ -188,24 +188,24 @@ class UARTTransmitter(wiring.Component):
         timer = Signal(range(div))                  # cycles left of the bit on the line
         zero  = Signal(init=1)                      # timer == 0, a register
         edge  = Signal()                            # the bit on the line ends at this clock edge
-        ready = Signal(init=1)                      # i_data.ready, a register: its next value
+        busy  = Signal()                            # ~i_data.ready, a register
         m.d.comb += [
             edge.eq((left != 0) & zero),
-            self.i_data.ready.eq(ready),
+            self.i_data.ready.eq(~busy),
         ]
         with m.If(~zero):
             m.d.sync += [timer.eq(timer - 1), zero.eq(timer == 1)]
 
         # --- line: a new frame's start bit, or the next bit of this one ----------------------------
-        # ready is (left == 0) | (edge & (left == 1)) of the next cycle, worked out a cycle ahead
-        with m.If(self.i_data.valid & ready):
+        # ready is (left == 0) | (edge & (left == 1)); busy is its inverse, worked out a cycle ahead
+        with m.If(self.i_data.valid & ~busy):
             m.d.sync += [self.tx.eq(0), shift.eq(Cat(self.i_data.payload, 1)), left.eq(FRAME_BITS),
-                         timer.eq(div - 1), zero.eq(0), ready.eq(0)]
+                         timer.eq(div - 1), zero.eq(0), busy.eq(1)]
         with m.Elif(edge):
-            m.d.sync += [left.eq(left - 1), ready.eq(left == 1)]
+            m.d.sync += [left.eq(left - 1), busy.eq(left != 1)]
             with m.If(left != 1):
                 m.d.sync += [self.tx.eq(shift[0]), shift.eq(Cat(shift[1:], 1)), timer.eq(div - 1),
                              zero.eq(0)]
         with m.Else():
-            m.d.sync += ready.eq((left == 0) | ((left == 1) & (timer == 1)))
+            m.d.sync += busy.eq((left != 0) & ((left != 1) | (timer != 1)))
         return m

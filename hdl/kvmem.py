@@ -277,17 +277,22 @@ class KVBank(wiring.Component):
         One counter, no beat count: ``ahead``, the word after the last read, counts up to the
         request's ``end`` (reads are left while ``ahead != end``; both are 0 after reset). It loads
         the word read plus one, so the incrementer feeds the register alone (on an iCE40 they share
-        logic cells). The zero flag of a read of the current request is that of the read before."""
-        ahead = Signal(req.bits)                    # the word after the last read
-        end   = Signal(req.bits)                    # one past the request's last word
-        word  = Signal(req.bits)                    # the word read now
-        more  = Signal()                            # the next read of the current request
-        take  = Signal()                            # start the waiting request: its first read
-        zero  = Signal()
+        logic cells). ``active`` is ``ahead != end`` as a register, worked out beside the counter
+        from registers alone, so the read address is a two-way choice between registers
+        (``ahead``, ``req.word``) on a register's select, with no compare or ``advance`` in front
+        of the block RAMs it fans out to. The zero flag of a read of the current request is that of
+        the read before."""
+        ahead  = Signal(req.bits)                   # the word after the last read
+        end    = Signal(req.bits)                   # one past the request's last word
+        active = Signal()                           # ahead != end: the request has words left
+        word   = Signal(req.bits)                   # the word read now
+        more   = Signal()                           # the next read of the current request
+        take   = Signal()                           # start the waiting request: its first read
+        zero   = Signal()
         m.d.comb += [
-            more.eq(advance & (ahead != end)),
-            take.eq(advance & (ahead == end) & req.valid),
-            word.eq(Mux(more, ahead, req.word)),
+            more.eq(advance & active),
+            take.eq(advance & ~active & req.valid),
+            word.eq(Mux(active, ahead, req.word)),
             rd.en.eq(advance),
             rd.addr.eq(word),
         ]
@@ -295,8 +300,10 @@ class KVBank(wiring.Component):
             m.d.sync += req.valid.eq(0)
         with m.If(more | (take & req.some)):
             m.d.sync += ahead.eq(word + 1)
+        with m.If(more):
+            m.d.sync += active.eq(ahead + 1 != end)
         with m.If(take & req.some):
-            m.d.sync += end.eq(req.end)
+            m.d.sync += [end.eq(req.end), active.eq(req.word + 1 != req.end)]
         with m.If(advance & ~more):
             m.d.sync += zero.eq(req.zero)
         return more | (take & req.some), zero

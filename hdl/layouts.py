@@ -12,7 +12,7 @@ its tests cannot disagree about bit positions.
 from amaranth.hdl import signed, unsigned
 from amaranth.lib.data import ArrayLayout, StructLayout
 
-__all__ = ["partial_layout", "routed_partial_layout", "final_layout", "output_layout"]
+__all__ = ["partial_layout", "routed_partial_layout", "tree_partial_layout", "final_layout", "output_layout"]
 
 
 def partial_layout(cfg):
@@ -33,6 +33,15 @@ def routed_partial_layout(cfg):
     return StructLayout({
         "partial": partial_layout(cfg),
         "cut":     1,
+    })
+
+
+def tree_partial_layout(cfg):
+    """One beat of a partial inside the reduction tree: ``merge`` set when its head merges at the
+    node it enters (the node's crossing head), worked out before the register it comes from."""
+    return StructLayout({
+        "partial": partial_layout(cfg),
+        "merge":   1,
     })
 
 

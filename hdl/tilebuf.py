@@ -102,30 +102,37 @@ class TileBuffer(wiring.Component):
         used = Signal(range(depth + 1))                 # logits written and not yet replayed
         wrote, replayed = Signal(), Signal()
         m.d.sync += used.eq(used + wrote - replayed)
+        # used < depth, a register set a cycle ahead (no compare between the count and i_score.ready)
+        full = Signal(name="logits_full")
+        with m.If(wrote & ~replayed):
+            m.d.sync += full.eq(used == depth - 1)
+        with m.If(replayed & ~wrote):
+            m.d.sync += full.eq(0)
 
         # Completed tiles waiting for replay: a ring of records (at most one per buffered tile),
         # its oldest at the head.
         tiles = ring_for(cfg, m, _tile_layout(cfg), TILES_BUFFERED, "records")
-        self._fill(m, logits.write_port(), tiles, used, wrote, ptr_bits)
+        self._fill(m, logits.write_port(), tiles, full, wrote, ptr_bits)
         self._replay(m, logits.read_port(), tiles, replayed, ptr_bits)
         return m
 
-    def _fill(self, m, wr, tiles, used, wrote, ptr_bits):
+    def _fill(self, m, wr, tiles, full, wrote, ptr_bits):
         """Write logits, track the tile's max and length, close tiles into the tile FIFO."""
         cfg = self._cfg
         fill_ptr   = Signal(ptr_bits)
         fill_count = Signal(range(cfg.tile + 1))        # keys of the open tile so far
         fill_max   = Signal(signed(cfg.logit_bits))
         fill_first = Signal(init=1)                     # the open tile starts a segment
+        fill_end   = Signal(init=cfg.tile == 1)         # fill_count == tile - 1, a register
         score = self.i_score.payload
         count = fill_count + 1
         tile_max = Mux(fill_count == 0, score.s, Mux(score.s > fill_max, score.s, fill_max))
-        closes = score.seg_last | (count == cfg.tile)
+        closes = score.seg_last | fill_end
 
         record = tiles.data
         m.d.comb += [
             # Room for the logit, and for the tile record if this logit closes its tile.
-            self.i_score.ready.eq((used < TILES_BUFFERED * cfg.tile) & (~closes | tiles.room)),
+            self.i_score.ready.eq(~full & (~closes | tiles.room)),
             wrote.eq(self.i_score.valid & self.i_score.ready),
             wr.addr.eq(fill_ptr),
             wr.data.eq(score.s),
@@ -142,6 +149,7 @@ class TileBuffer(wiring.Component):
                 fill_ptr.eq(fill_ptr + 1),
                 fill_max.eq(tile_max),
                 fill_count.eq(Mux(closes, 0, count)),
+                fill_end.eq(Mux(closes, cfg.tile == 1, fill_count == cfg.tile - 2)),
             ]
             with m.If(closes):
                 m.d.sync += fill_first.eq(score.seg_last)

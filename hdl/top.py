@@ -26,7 +26,7 @@ from .config import bits_for
 from .core import AttentionCore
 from .finish import PacketArbiter, ScaleLookup
 from .jobload import ERROR_BITS, JobLoader
-from .layouts import output_layout, partial_layout, routed_partial_layout
+from .layouts import output_layout, partial_layout, routed_partial_layout, tree_partial_layout
 from .normalize import Normalizer
 from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
@@ -328,15 +328,19 @@ class LeanAttention(wiring.Component):
             # A core's first partial may be cut: it waits in the tree until the core on its left
             # has finished its share. A buffer of one whole partial per leaf lets the core go on
             # meanwhile (under lean its only other cut partial is its last).
-            buffer = SyncFIFOBuffered(width=partial_layout(cfg).size, depth=cfg.beats_per_key)
+            # Each beat enters with its merge bit for the tree's first level, so the node's routing
+            # starts from the buffer's output register.
+            buffer = SyncFIFOBuffered(width=tree_partial_layout(cfg).size, depth=cfg.beats_per_key)
             m.submodules[f"leaf_buffer_{c}"] = buffer
             tree_in = getattr(tree, f"i_leaf_{c}")
             m.d.comb += [tree_in.payload.eq(buffer.r_stream.payload), tree_in.valid.eq(buffer.r_stream.valid),
                          buffer.r_stream.ready.eq(tree_in.ready)]
             leaf = buffer.w_stream
             local = stream.Signature(partial_layout(cfg)).create(path=(f"local_{c}",))
+            tagged = Signal(tree_partial_layout(cfg), name=f"leaf_beat_{c}")
             m.d.comb += [
-                leaf.payload.eq(beat), local.payload.eq(beat),
+                tagged.partial.eq(beat), tagged.merge.eq(tree.leaf_merge(c, beat.head)),
+                leaf.payload.eq(tagged), local.payload.eq(beat),
                 leaf.valid.eq(part.valid & cut), local.valid.eq(part.valid & ~cut),
                 part.ready.eq(Mux(cut, leaf.ready, local.ready)),
             ]

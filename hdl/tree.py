@@ -19,7 +19,11 @@ they are the same head, and the node rule below holds unchanged.
 
 Node rule (:class:`TreeNode`). A packet is one partial, ``head_dim // lanes`` beats. If the front
 packet of either input is not the node's crossing head, it passes (the left input first when both
-qualify); when both fronts are the crossing head, they merge. A packet, once started, holds the
+qualify); when both fronts are the crossing head, they merge. Whether a beat is of the crossing
+head travels with it as a payload bit (``merge``, :func:`~leanattn.hdl.layouts.tree_partial_layout`),
+worked out in front of the register it leaves: by the producer of a leaf (:meth:`ReductionTree.leaf_merge`)
+and by each node for its parent, before its output register slice. A node's routing then starts
+from flip-flops, with no compare against the crossing head across the die. A packet, once started, holds the
 node until its ``last`` beat. The rule never deadlocks: only a packet of the crossing head waits,
 for its partner on the other input; each side holds one packet of that head per job, so every
 packet ahead of the partner passes, and the partner's subtree waits on nothing above it. It is
@@ -31,7 +35,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig
-from .layouts import partial_layout
+from .layouts import partial_layout, tree_partial_layout
 from .merge import Merge, merge_stages
 from .ports import cross_layout
 from .skid import SkidBuffer, register_slice
@@ -73,21 +77,26 @@ class TreeNode(wiring.Component):
     Parameters
     ----------
     cfg : AttentionConfig
+    root : bool
+        The tree's root: its output beats carry no ``merge`` bit (``partial_layout(cfg)``) and it
+        has no ``i_up_*`` rule.
 
     Members
     -------
-    i_cross : ``In(cross_layout(cfg))`` (``lean``, ``fa2``)
-        The head crossing this node's boundary, if any (``valid``); stable while a job's packets
-        are in the node.
-    i_heads : ``In(max_heads)`` (``flashdecoding``)
-        Bit ``h`` set: head ``h`` merges at this node; stable while a job's packets are in the node.
-    i_a, i_b : ``In(stream.Signature(partial_layout(cfg)))``
-        The left and the right subtree's packets. Per job, each side delivers exactly one packet
-        of the crossing head (if ``i_cross.valid``). ``ready`` depends on both inputs' ``valid``
-        and heads and on registers of the node (the merge pipe's output, the skid buffer's
-        state), on nothing outside it.
-    o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
-        Merged and passed packets; ``valid`` and ``payload`` are registers.
+    i_up_cross : ``In(cross_layout(cfg))`` (``lean``, ``fa2``; not at the root)
+        The head crossing the boundary of the node this one feeds, if any (``valid``): an output
+        beat of that head leaves with ``merge`` set. Stable while a job's packets are in the node.
+    i_up_heads : ``In(max_heads)`` (``flashdecoding``; not at the root)
+        Bit ``h`` set: head ``h`` merges at the node this one feeds (0 above the groups); stable
+        likewise.
+    i_a, i_b : ``In(stream.Signature(tree_partial_layout(cfg)))``
+        The left and the right subtree's packets; ``merge`` set on every beat of this node's
+        crossing head, clear on every other. Per job, each side delivers exactly one packet of
+        the crossing head (if there is one). ``ready`` depends on both inputs' ``valid`` and
+        ``merge`` and on registers of the node (the route, the merge pipe's output, the skid
+        buffer's state), on nothing outside it.
+    o_partial : ``Out(stream.Signature(tree_partial_layout(cfg)))`` (``partial_layout(cfg)`` at the root)
+        Merged and passed packets, ``merge`` by ``i_up_*``; ``valid`` and ``payload`` are registers.
 
     Latency: :attr:`latency` (6; 2 with ``pipeline == "compact"``) cycles from a beat's input
     transfer to its output transfer, when nothing stalls.
@@ -99,22 +108,31 @@ class TreeNode(wiring.Component):
     """
 
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, *, root=False):
         _check_cfg(cfg)
         self._cfg = cfg
-        layout = partial_layout(cfg)
-        rule = ({"i_heads": In(cfg.max_heads)} if cfg.schedule == "flashdecoding" else
-                {"i_cross": In(cross_layout(cfg))})
+        self._root = bool(root)
+        layout = tree_partial_layout(cfg)
+        if self._root:
+            rule = {}
+        elif cfg.schedule == "flashdecoding":
+            rule = {"i_up_heads": In(cfg.max_heads)}
+        else:
+            rule = {"i_up_cross": In(cross_layout(cfg))}
         super().__init__({
             **rule,
             "i_a":       In(stream.Signature(layout)),
             "i_b":       In(stream.Signature(layout)),
-            "o_partial": Out(stream.Signature(layout)),
+            "o_partial": Out(stream.Signature(partial_layout(cfg) if self._root else layout)),
         })
 
     @property
     def cfg(self):
         return self._cfg
+
+    @property
+    def root(self):
+        return self._root
 
     @property
     def latency(self):
@@ -126,12 +144,19 @@ class TreeNode(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         a, b = self.i_a, self.i_b
+        layout = partial_layout(self._cfg)
 
-        # --- the merge pipe, then the output register slice ----------------------------------------
+        # --- the merge pipe, then the output register slice, the parent's merge bit in front ------
         m.submodules.merge = merge = Merge(self._cfg)
-        m.submodules.skid  = skid  = register_slice(self._cfg, shape=partial_layout(self._cfg))
-        wiring.connect(m, merge.o_partial, skid.i_data)
+        m.submodules.skid  = skid  = register_slice(self._cfg, shape=self.o_partial.payload.shape())
         wiring.connect(m, skid.o_data, wiring.flipped(self.o_partial))
+        done = merge.o_partial
+        m.d.comb += [skid.i_data.valid.eq(done.valid), done.ready.eq(skid.i_data.ready)]
+        if self._root:
+            m.d.comb += skid.i_data.payload.eq(done.payload)
+        else:
+            m.d.comb += [skid.i_data.payload.partial.eq(done.payload),
+                         skid.i_data.payload.merge.eq(self._merges_up(done.payload.head))]
 
         # Control is written as expressions, not m.If/m.Switch: Yosys writes those as `always @*`
         # processes, which Icarus Verilog never runs if none of their inputs changes after time 0
@@ -140,11 +165,8 @@ class TreeNode(wiring.Component):
         # --- route: a packet under way keeps its route until its last beat ----------------------
         held    = Signal(Route, name="route_held")
         route   = Signal(Route)
-        a_cross = Signal(name="a_cross")   # the front packet is the crossing head
-        b_cross = Signal(name="b_cross")
+        a_cross, b_cross = a.payload.merge, b.payload.merge     # the front packet merges here
         m.d.comb += [
-            a_cross.eq(self._merges(a.payload.head)),
-            b_cross.eq(self._merges(b.payload.head)),
             route.eq(Mux(held != Route.IDLE,   held,
                      Mux(a.valid & ~a_cross,   Route.PASS_A,
                      Mux(b.valid & ~b_cross,   Route.PASS_B,
@@ -153,16 +175,16 @@ class TreeNode(wiring.Component):
 
         # --- steer: a passing packet rides on the pipe's i_b beside an empty i_a ---------------------
         merging, pass_a, pass_b = (Signal(name=n) for n in ("merging", "pass_a", "pass_b"))
-        through = Signal(partial_layout(self._cfg))     # the beat on the pipe's i_b
-        empty   = Signal(partial_layout(self._cfg))     # the merge identity, with through's last
+        through = Signal(layout)            # the beat on the pipe's i_b
+        empty   = Signal(layout)            # the merge identity, with through's last
         m.d.comb += [
             merging.eq(route == Route.MERGE),
             pass_a.eq(route == Route.PASS_A),
             pass_b.eq(route == Route.PASS_B),
-            through.eq(Mux(pass_a, a.payload, b.payload)),
+            through.eq(Mux(pass_a, a.payload.partial, b.payload.partial)),
             empty.last.eq(through.last),
             merge.i_a.valid.eq(Mux(merging, a.valid, pass_a | pass_b)),
-            merge.i_a.payload.eq(Mux(merging, a.payload, empty)),
+            merge.i_a.payload.eq(Mux(merging, a.payload.partial, empty)),
             merge.i_b.valid.eq(Mux(pass_a, a.valid, (merging | pass_b) & b.valid)),
             merge.i_b.payload.eq(through),
             a.ready.eq(Mux(merging, merge.i_a.ready, pass_a & merge.i_b.ready)),
@@ -175,11 +197,11 @@ class TreeNode(wiring.Component):
         return m
 
 
-    def _merges(self, head):
-        """Whether a packet of ``head`` waits for its partner here."""
+    def _merges_up(self, head):
+        """Whether a packet of ``head`` merges at the node this one feeds."""
         if self._cfg.schedule == "flashdecoding":
-            return self.i_heads.bit_select(head, 1)
-        return self.i_cross.valid & (head == self.i_cross.head)
+            return self.i_up_heads.bit_select(head, 1)
+        return self.i_up_cross.valid & (head == self.i_up_cross.head)
 
 
 class ReductionTree(wiring.Component):
@@ -211,9 +233,11 @@ class ReductionTree(wiring.Component):
     i_split : ``In(data.ArrayLayout(max_heads, head_chunks - 1))`` (``flashdecoding``, ``head_chunks > 1``)
         Not a stream: bit ``h`` of entry ``o - 1`` is set when head ``h`` has more than ``o`` keys
         (:class:`~leanattn.hdl.schedule.Scheduler`'s ``o_split``); stable like ``i_cross``.
-    i_leaf_0 ... i_leaf_{cores-1} : ``In(stream.Signature(partial_layout(cfg)))``
+    i_leaf_0 ... i_leaf_{cores-1} : ``In(stream.Signature(tree_partial_layout(cfg)))``
         Core ``c``'s partials of its cut heads (under ``lean`` at most two per job: its first and
-        its last segment), ``head_dim // lanes`` beats each with ``last`` on the final one.
+        its last segment), ``head_dim // lanes`` beats each with ``last`` on the final one, and
+        ``merge`` as :meth:`leaf_merge` ``(c, head)`` (worked out by the producer in front of a
+        register, so that the first level's routing starts from flip-flops).
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         The final state of every cut head, once; ``valid`` and ``payload`` are registers.
 
@@ -243,7 +267,8 @@ class ReductionTree(wiring.Component):
             rule = {}
         super().__init__({
             **rule,
-            **{f"i_leaf_{core}": In(stream.Signature(layout)) for core in range(cfg.cores)},
+            **{f"i_leaf_{core}": In(stream.Signature(tree_partial_layout(cfg)))
+               for core in range(cfg.cores)},
             "o_partial": Out(stream.Signature(layout)),
         })
 
@@ -266,15 +291,34 @@ class ReductionTree(wiring.Component):
         """Cycles from a leaf beat to the root's output beat, without stalls or waiting."""
         return self._cfg.tree_levels * _node_latency(self._cfg)
 
-    def _rule(self, m, node, level, index):
-        """Tell node ``(level, index)`` which heads merge there."""
+    def leaf_merge(self, core, head):
+        """Whether a leaf packet of ``head`` on core ``core`` merges at its first-level node: the
+        ``merge`` bit of ``i_leaf_<core>``, from this tree's ``i_cross`` (``i_split``)."""
+        return self._merges_at(1, core // 2, head)
+
+    def _merges_at(self, level, index, head):
+        """Whether a packet of ``head`` merges at node ``(level, index)``."""
         cfg = self._cfg
         if cfg.schedule != "flashdecoding":
-            m.d.comb += node.i_cross.eq(self.i_cross[self.boundary(level, index) - 1])
-        elif 1 << level <= cfg.head_chunks:                  # inside a group: split at offset o
+            cross = self.i_cross[self.boundary(level, index) - 1]
+            return cross.valid & (head == cross.head)
+        if 1 << level <= cfg.head_chunks:                   # inside a group: split at offset o
             o = self.boundary(level, index) % cfg.head_chunks
-            m.d.comb += node.i_heads.eq(self.i_split[o - 1])
-        # Above the groups the node merges nothing (i_heads stays 0).
+            return self.i_split[o - 1].bit_select(head, 1)
+        return 0                                            # above the groups: nothing merges
+
+    def _rule(self, m, node, level, index):
+        """Tell node ``(level, index)`` which heads merge at its parent (not at the root)."""
+        cfg = self._cfg
+        if node.root:
+            return
+        parent = (level + 1, index // 2)
+        if cfg.schedule != "flashdecoding":
+            m.d.comb += node.i_up_cross.eq(self.i_cross[self.boundary(*parent) - 1])
+        elif 1 << parent[0] <= cfg.head_chunks:             # inside a group: split at offset o
+            o = self.boundary(*parent) % cfg.head_chunks
+            m.d.comb += node.i_up_heads.eq(self.i_split[o - 1])
+        # Above the groups the parent merges nothing (i_up_heads stays 0).
 
     def elaborate(self, platform):
         m = Module()
@@ -284,7 +328,8 @@ class ReductionTree(wiring.Component):
         for level in range(1, self._cfg.tree_levels + 1):
             here = []
             for index in range(len(below) // 2):
-                m.submodules[f"node_{level}_{index}"] = node = TreeNode(self._cfg)
+                root = level == self._cfg.tree_levels
+                m.submodules[f"node_{level}_{index}"] = node = TreeNode(self._cfg, root=root)
                 wiring.connect(m, below[2 * index], node.i_a)
                 wiring.connect(m, below[2 * index + 1], node.i_b)
                 self._rule(m, node, level, index)

@@ -226,7 +226,7 @@ def test_driver_errors():
 #: Yosys leaves beside merged registers, the leaf FIFOs' unused level outputs): ACCELERATOR_ALIASES.
 #: The board's own: the plain (non-stream) ports of its submodules leave a parent-side alias wire
 #: beside the instance connection, as stream ports do (HIERARCHY_LINT_WAIVERS): BOARD_ALIASES.
-ACCELERATOR_ALIASES = ("head", "keys", "rest", "h", "start_*", "pending", "o_cross", "i_cross", "i_cross$*",
+ACCELERATOR_ALIASES = ("head", "keys", "rest", "h", "start_*", "pending", "o_cross", "i_cross", "i_up_cross*",
                        "o_scanned", "cut_*", "level", "r_level", "w_level", "produce", "consume", "r_data*",
                        "r_rdy*", "r_en*", "w_data*", "w_rdy*", "w_en*")
 BOARD_ALIASES = ("i_clear", "o_busy", "o_cycles", "o_done", "o_error", "o_error$*", "o_link_clear", "rx$*",

@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from tiers import config_params
 
 from leanattn.hdl.config import PRESETS, bits_for
-from leanattn.hdl.layouts import partial_layout
+from leanattn.hdl.layouts import partial_layout, tree_partial_layout
 from leanattn.hdl.merge import Merge
 from leanattn.hdl.ports import cross_layout
 from leanattn.hdl.skid import SkidBuffer
@@ -108,9 +108,10 @@ class JobFixture(wiring.Component):
         for c, (outer, inner) in enumerate(zip(self.leaves, tree.leaves)):
             open_ = Signal(name=f"open_{c}")
             m.d.comb += [open_.eq(busy & (leaf_left[c] != 0)),
-                         inner.valid.eq(outer.valid & open_), inner.payload.eq(outer.payload),
+                         inner.valid.eq(outer.valid & open_), inner.payload.partial.eq(outer.payload),
+                         inner.payload.merge.eq(tree.leaf_merge(c, outer.payload.head)),
                          outer.ready.eq(inner.ready & open_)]
-            with m.If(inner.valid & inner.ready & inner.payload.last):
+            with m.If(inner.valid & inner.ready & inner.payload.partial.last):
                 m.d.sync += leaf_left[c].eq(leaf_left[c] - 1)
 
         wiring.connect(m, tree.o_partial, wiring.flipped(self.o_partial))
@@ -454,17 +455,20 @@ def test_ports_and_contract(name):
     assert [name for name in members if name.startswith("i_leaf_")] == \
         [f"i_leaf_{c}" for c in range(cfg.cores)]
     for c in range(cfg.cores):
-        assert members[f"i_leaf_{c}"] == In(stream.Signature(layout))
+        assert members[f"i_leaf_{c}"] == In(stream.Signature(tree_partial_layout(cfg)))
     assert members["o_partial"] == Out(stream.Signature(layout))
     assert dut.leaves == [getattr(dut, f"i_leaf_{c}") for c in range(cfg.cores)]
     node_latency = 2 if cfg.pipeline == "compact" else 6
     assert TreeNode(cfg).latency == Merge(cfg).latency + SkidBuffer.latency == node_latency
     assert dut.latency == node_latency * cfg.tree_levels
-    node = TreeNode(cfg)
-    assert node.cfg is cfg
+    node, root = TreeNode(cfg), TreeNode(cfg, root=True)
+    tagged = stream.Signature(tree_partial_layout(cfg))
+    assert node.cfg is cfg and not node.root and root.root
     assert dict(node.signature.members) == {
-        "i_cross": In(cross_layout(cfg)), "i_a": In(stream.Signature(layout)),
-        "i_b": In(stream.Signature(layout)), "o_partial": Out(stream.Signature(layout))}
+        "i_up_cross": In(cross_layout(cfg)), "i_a": In(tagged), "i_b": In(tagged),
+        "o_partial": Out(tagged)}
+    assert dict(root.signature.members) == {
+        "i_a": In(tagged), "i_b": In(tagged), "o_partial": Out(stream.Signature(layout))}
     top = Fragment.get(dut, None)
     assert sorted(name for _, name, _ in top.subfragments) == sorted(
         f"node_{level}_{index}" for level in range(1, cfg.tree_levels + 1)
@@ -488,9 +492,9 @@ def test_one_core():
 #: Lint waivers of the tree: the hierarchy's, plus one for the node's plain (non-stream) port.
 TREE_LINT_WAIVERS = {
     **AMARANTH_LINT_WAIVERS, **HIERARCHY_LINT_WAIVERS,
-    ("UNUSEDSIGNAL", "Signal is not used: 'i_cross$*'"):
-        "In the tree module Amaranth keeps a named wire for each node's `i_cross` port (`i_cross$18`, "
-        "renamed beside the tree's own `i_cross`) next to the instance connection that carries the "
+    ("UNUSEDSIGNAL", "Signal is not used: 'i_up_cross*'"):
+        "In the tree module Amaranth keeps a named wire for each node's `i_up_cross` port "
+        "(`i_up_cross`, `i_up_cross$31`, ...) next to the instance connection that carries the "
         "value, for waveform viewers; being a plain port it has no `__` in its name, so "
         "HIERARCHY_LINT_WAIVERS does not cover it. The port is checked where it is used: in the "
         "node's own lint (test_lint_node, no extra waiver).",
@@ -508,10 +512,11 @@ def test_lint(request, name):
 
 @pytest.mark.parametrize("name", config_params([name for name in TEST_CONFIGS if name in CONFIGS],
                                                fast=("tiny2", "default")))
-def test_lint_node(request, name):
+@pytest.mark.parametrize("root", [False, True], ids=["inner", "root"])
+def test_lint_node(request, name, root):
     path = bench_dir(request) / "node.v"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(verilog.convert(TreeNode(CONFIGS[name]), name="node", emit_src=False))
+    path.write_text(verilog.convert(TreeNode(CONFIGS[name], root=root), name="node", emit_src=False))
     assert verilator_lint(path, waivers={**AMARANTH_LINT_WAIVERS, **HIERARCHY_LINT_WAIVERS}) == []
     # Icarus Verilog runs an `always @*` process only when one of its inputs changes after time 0;
     # a purely combinational one whose inputs are constant from then on (idle leaves) would stay X

@@ -53,7 +53,10 @@ class SplitFixture(wiring.Component):
         for o, bits in enumerate(self._split):
             m.d.comb += tree.i_split[o].eq(bits)
         for c, leaf in enumerate(tree.leaves):
-            wiring.connect(m, wiring.flipped(getattr(self, f"i_leaf_{c}")), leaf)
+            outer = getattr(self, f"i_leaf_{c}")
+            m.d.comb += [leaf.valid.eq(outer.valid), outer.ready.eq(leaf.ready),
+                         leaf.payload.partial.eq(outer.payload),
+                         leaf.payload.merge.eq(tree.leaf_merge(c, outer.payload.head))]
         wiring.connect(m, tree.o_partial, wiring.flipped(self.o_partial))
         return m
 
