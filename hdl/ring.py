@@ -19,9 +19,7 @@ def ring_for(cfg, m, shape, depth, name):
 class Ring:
     """A first-in, first-out ring of ``depth`` slots inside a module. Drive ``push`` (with
     ``data``) only while ``room``, and ``pop`` only while ``valid``; ``head`` is the oldest entry.
-    An entry pushed at one edge is at the head from the next cycle on. ``room`` and ``valid`` come
-    from flip-flops set a cycle ahead from the count and the edge's ``push`` and ``pop``: the
-    logic around the ring sees no compare on the count.
+    An entry pushed at one edge is at the head from the next cycle on.
 
     ``block=False``: the slots are registers and ``head`` is a multiplexer over them. ``block=True``:
     the slots are a memory (block RAM) whose synchronous read port is addressed a cycle ahead, with
@@ -34,6 +32,8 @@ class Ring:
         take       = Signal(ptr_range, name=f"{name}_take")
         count      = Signal(range(depth + 1), name=f"{name}_count")
         self.pop   = Signal(name=f"{name}_pop")
+        self.room  = count != depth
+        self.valid = count != 0
         wrap = lambda ptr: Mux(ptr == depth - 1, 0, (ptr + 1)[:len(ptr)])
         if block:
             # The ports' own signals are the ring's (no alias of them is left unused); the read
@@ -53,35 +53,7 @@ class Ring:
                 m.d.sync += slots[put].eq(self.data)
             self.head = slots[take]
         m.d.sync += count.eq(count + self.push - self.pop)
-        self._m, self._name, self._count, self._depth = m, name, count, depth
-        self._flags = {}
         with m.If(self.pop):
             m.d.sync += take.eq(wrap(take))
         with m.If(self.push):
             m.d.sync += put.eq(wrap(put))
-
-    @property
-    def room(self):
-        """A free slot: ``count != depth``, the inverse of a flip-flop (``<name>_full``)."""
-        return ~self._at("full", self._depth)
-
-    @property
-    def valid(self):
-        """An entry at the head: ``count != 0``, the inverse of a flip-flop (``<name>_empty``)."""
-        return ~self._at("empty", 0)
-
-    def _at(self, kind, bound):
-        """``count == bound`` as a register, made on first use (an unused one would be left in the
-        netlist), set a cycle ahead from the count and the edge's ``push`` and ``pop``. (The
-        flags are the inverse of ``room`` and ``valid``: a register that is a port's ``ready`` or
-        ``valid`` would leave an alias of it unused in the parent's Verilog.)"""
-        if kind not in self._flags:
-            m, count = self._m, self._count
-            flag = self._flags[kind] = Signal(name=f"{self._name}_{kind}", init=bound == 0)
-            towards, away = (self.push, self.pop) if bound else (self.pop, self.push)
-            near = bound - 1 if bound else 1            # the count one step from the bound
-            with m.If(towards & ~away):
-                m.d.sync += flag.eq(count == near)
-            with m.If(away & ~towards):
-                m.d.sync += flag.eq(0)
-        return self._flags[kind]
