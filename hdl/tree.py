@@ -20,11 +20,12 @@ they are the same head, and the node rule below holds unchanged.
 Node rule (:class:`TreeNode`). A packet is one partial, ``head_dim // lanes`` beats. If the front
 packet of either input is not the node's crossing head, it passes (the left input first when both
 qualify); when both fronts are the crossing head, they merge. Whether a beat is of the crossing
-head travels with it as a payload bit (``merge``, :func:`~leanattn.hdl.layouts.tree_partial_layout`),
-worked out in front of the register it leaves: by the producer of a leaf (:meth:`ReductionTree.leaf_merge`)
-and by each node for its parent, before its output register slice. A node's routing then starts
-from flip-flops, with no compare against the crossing head across the die. A packet, once started, holds the
-node until its ``last`` beat. The rule never deadlocks: only a packet of the crossing head waits,
+head travels with it as a payload bit (``merge``,
+:func:`~leanattn.hdl.layouts.tree_partial_layout`), worked out in front of the register it
+leaves: by the producer of a leaf (:meth:`ReductionTree.leaf_merge`) and by each node for its
+parent, before its output register slice. A node's routing then starts from flip-flops, with no
+compare against the crossing head across the die. A packet, once started, holds the node until
+its ``last`` beat. The rule never deadlocks: only a packet of the crossing head waits,
 for its partner on the other input; each side holds one packet of that head per job, so every
 packet ahead of the partner passes, and the partner's subtree waits on nothing above it. It is
 work-conserving: a node idles only when neither input offers a packet it can take.
@@ -54,6 +55,14 @@ class Route(enum.Enum, shape=2):
 def _check_cfg(cfg):
     if not isinstance(cfg, AttentionConfig):
         raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
+
+
+def _merges(cfg, rule, head):
+    """Whether a packet of ``head`` merges at a node whose rule is ``rule``: its crossing
+    (``cross_layout(cfg)``; ``lean``, ``fa2``) or its bit mask of heads (``flashdecoding``)."""
+    if cfg.schedule == "flashdecoding":
+        return rule.bit_select(head, 1)
+    return rule.valid & (head == rule.head)
 
 
 def _node_latency(cfg):
@@ -135,6 +144,13 @@ class TreeNode(wiring.Component):
         return self._root
 
     @property
+    def up_rule(self):
+        """The parent's rule port, ``i_up_cross`` or ``i_up_heads`` (None at the root)."""
+        if self._root:
+            return None
+        return self.i_up_heads if self._cfg.schedule == "flashdecoding" else self.i_up_cross
+
+    @property
     def latency(self):
         """Cycles from an input beat to its output beat, without stalls: the merge pipe's
         (:func:`~leanattn.hdl.merge.merge_stages`: 5, or 1 with ``pipeline == "compact"``) and
@@ -156,7 +172,7 @@ class TreeNode(wiring.Component):
             m.d.comb += skid.i_data.payload.eq(done.payload)
         else:
             m.d.comb += [skid.i_data.payload.partial.eq(done.payload),
-                         skid.i_data.payload.merge.eq(self._merges_up(done.payload.head))]
+                         skid.i_data.payload.merge.eq(_merges(self._cfg, self.up_rule, done.payload.head))]
 
         # Control is written as expressions, not m.If/m.Switch: Yosys writes those as `always @*`
         # processes, which Icarus Verilog never runs if none of their inputs changes after time 0
@@ -195,13 +211,6 @@ class TreeNode(wiring.Component):
         with m.If(merge.i_b.valid & merge.i_b.ready):
             m.d.sync += held.eq(Mux(merge.i_b.payload.last, Route.IDLE, route))
         return m
-
-
-    def _merges_up(self, head):
-        """Whether a packet of ``head`` merges at the node this one feeds."""
-        if self._cfg.schedule == "flashdecoding":
-            return self.i_up_heads.bit_select(head, 1)
-        return self.i_up_cross.valid & (head == self.i_up_cross.head)
 
 
 class ReductionTree(wiring.Component):
@@ -294,31 +303,26 @@ class ReductionTree(wiring.Component):
     def leaf_merge(self, core, head):
         """Whether a leaf packet of ``head`` on core ``core`` merges at its first-level node: the
         ``merge`` bit of ``i_leaf_<core>``, from this tree's ``i_cross`` (``i_split``)."""
-        return self._merges_at(1, core // 2, head)
+        rule = self._rule_at(1, core // 2)
+        return 0 if rule is None else _merges(self._cfg, rule, head)
 
-    def _merges_at(self, level, index, head):
-        """Whether a packet of ``head`` merges at node ``(level, index)``."""
+    def _rule_at(self, level, index):
+        """The rule of node ``(level, index)``: the crossing of its boundary (``lean``, ``fa2``),
+        the split bits of its offset in a group (``flashdecoding``), or None above the groups
+        (nothing merges there)."""
         cfg = self._cfg
         if cfg.schedule != "flashdecoding":
-            cross = self.i_cross[self.boundary(level, index) - 1]
-            return cross.valid & (head == cross.head)
+            return self.i_cross[self.boundary(level, index) - 1]
         if 1 << level <= cfg.head_chunks:                   # inside a group: split at offset o
-            o = self.boundary(level, index) % cfg.head_chunks
-            return self.i_split[o - 1].bit_select(head, 1)
-        return 0                                            # above the groups: nothing merges
+            return self.i_split[self.boundary(level, index) % cfg.head_chunks - 1]
+        return None
 
     def _rule(self, m, node, level, index):
-        """Tell node ``(level, index)`` which heads merge at its parent (not at the root)."""
-        cfg = self._cfg
-        if node.root:
-            return
-        parent = (level + 1, index // 2)
-        if cfg.schedule != "flashdecoding":
-            m.d.comb += node.i_up_cross.eq(self.i_cross[self.boundary(*parent) - 1])
-        elif 1 << parent[0] <= cfg.head_chunks:             # inside a group: split at offset o
-            o = self.boundary(*parent) % cfg.head_chunks
-            m.d.comb += node.i_up_heads.eq(self.i_split[o - 1])
-        # Above the groups the parent merges nothing (i_up_heads stays 0).
+        """Tell node ``(level, index)`` which heads merge at its parent (not at the root; above
+        the groups its ``i_up_heads`` stays 0)."""
+        rule = None if node.root else self._rule_at(level + 1, index // 2)
+        if rule is not None:
+            m.d.comb += node.up_rule.eq(rule)
 
     def elaborate(self, platform):
         m = Module()
