@@ -4,7 +4,9 @@ Run as ``python -m leanattn.fpga.unit_fmax [--preset default] [--units A,B] [--o
 (``make fmax``). Every unit of :data:`UNITS` -- the registry of the resource report
 (:data:`leanattn.fpga.unit_resources.UNITS`), one whole core, the scheduler, the reduction tree,
 the job loader and a KV bank -- that the configuration has (a row says "none in this
-configuration" for the merge and the tree on one core) is converted to Verilog, synthesized with
+configuration" for the merge and the tree on one core) is converted to Verilog (elaborated for the
+ECP5, :class:`leanattn.hdl.dsp.ECP5`, as the board top is: the multipliers that keep their
+registers inside MULT18X18D blocks do so here too), synthesized with
 the venv's YoWASP Yosys (``synth_ecp5``, unused wires purged before LUT mapping) and placed and
 routed alone with ``nextpnr-ecp5 --85k --package CABGA381 --out-of-context``. Out of context the
 unit's ports are not pins and the paths from and to them are not timed: the figures are those of
@@ -31,6 +33,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from ..cli import UsageError, load_config
+from ..hdl.dsp import ECP5
 from .boards import tool_path
 from .synth import critical_path
 from .unit_resources import ABSENT, Unit, select_units, unit_parser
@@ -90,7 +93,9 @@ def time_unit(unit, cfg, out_dir, *, target_mhz=100.0, seed=1, timeout=3600):
     folder = Path(out_dir) / unit.top
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        text = verilog.convert(unit.factory(cfg), name=unit.top, emit_src=False)
+        # Elaborated for the ECP5, as the board top is: multipliers in MULT18X18D blocks with
+        # their own registers where the units ask for them.
+        text = verilog.convert(unit.factory(cfg), name=unit.top, platform=ECP5(), emit_src=False)
     except Exception as error:
         raise UnitTimingError(f"{unit.name} cannot be built for this configuration: "
                               f"{type(error).__name__}: {error}") from error

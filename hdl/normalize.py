@@ -267,7 +267,8 @@ class Normalizer(wiring.Component):
 
         # --- the factor, the products, out --------------------------------------------------------
         if cycles == 1:
-            self._parallel(m, advance, take & first, recip_out.payload.r, tag, align, shift + frac)
+            self._parallel(m, platform, advance, take & first, recip_out.payload.r, tag, align,
+                           shift + frac)
         else:
             # 2 * o floor-shifted by e - P: its rounding and saturation wait for the lanes stage.
             ys = [(tag.o[k] << 1) >> align for k in range(cfg.lanes)]
@@ -296,7 +297,7 @@ class Normalizer(wiring.Component):
     def _factor_shape(self):
         return unsigned(bits_for(self._factor_max))
 
-    def _parallel(self, m, advance, starts, r, tag, align, amount):
+    def _parallel(self, m, platform, advance, starts, r, tag, align, amount):
         """``norm_cycles == 1``: stages ``align``, ``scale``, ``mul``, ``sum``, ``round`` and
         ``out``, one beat per cycle. Each rounding shift is split as ``round_shift(x, n) ==
         (y >> 1) + y[0]`` with ``y = (2 * x) >> n``: the barrel shift in one stage, the rounding
@@ -317,20 +318,17 @@ class Normalizer(wiring.Component):
             m.d.sync += align_prod.eq(r * tag.out_mant)
 
         # --- scale: the aligned o, rounded and saturated; a first beat's factor, held ------------
-        scale_factor  = Signal(self._factor_shape())
-        scale_aligned = [Signal(signed(cfg.norm_o_bits), name=f"scale_aligned_{k}") for k in lanes]
-        scale_amount  = Signal.like(amount, name="scale_amount")
-        with m.If(advance & align_first):
-            m.d.sync += scale_factor.eq(round_shift(align_prod, cfg.recip_frac_bits))
+        # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
+        # The scale stage's registers are the multipliers' operand registers (inside the
+        # multiplier blocks on the ECP5): each block has its own copy of the factor's slice.
+        factor  = round_shift(align_prod, cfg.recip_frac_bits)
+        aligned = [self._aligned(align_y[k]) for k in lanes]
+        scale_amount = Signal.like(amount, name="scale_amount")
         with m.If(advance):
             m.d.sync += scale_amount.eq(align_amount)
-            m.d.sync += [scale_aligned[k].eq(self._aligned(align_y[k]))
-                         for k in lanes]
-
-        # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
         lane = self.lane_products
-        parts, _ = lane.multiply(m, enable=advance, phase=None, xs=scale_aligned, y=scale_factor,
-                                 name="mul")
+        parts = lane.registered_multiply(m, platform, xs=aligned, x_enable=advance, y=factor,
+                                         y_enable=advance & align_first, enable=advance, name="mul")
         products = lane.accumulate(m, enable=advance, parts=parts, mul_phase=None,
                                    names=[f"sum_product_{k}" for k in lanes])
         mul_amount, sum_amount = Signal.like(scale_amount), Signal.like(scale_amount)

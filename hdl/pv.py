@@ -18,6 +18,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .dsp import registered_product
 from .fixed import add_rounded
 from .layouts import partial_layout
 from .tilebuf import key_tag_layout
@@ -117,19 +118,23 @@ class PVAccumulator(wiring.Component):
             m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
 
         # -- mul: products w * v, registered, while the beat's word is read -------------------------
+        # Each lane's multiplier holds its own copy of the key's weight (inside the multiplier
+        # block on the ECP5, loaded with the key register), so no one register drives them all.
         mul_valid = Signal()
         mul_beat  = Signal.like(beat)
-        mul_prod  = Signal(data.ArrayLayout(signed(cfg.pv_product_bits), cfg.lanes))
         mul_key   = Signal(weight_layout(cfg))
+        mul_prod  = [registered_product(m, platform, a=self.i_w.payload.w,
+                                        a_en=self.i_w.valid & self.i_w.ready, b=self.i_v.payload[i],
+                                        p_en=fire, name=f"mul_prod_{i}")
+                     for i in range(cfg.lanes)]
         m.d.sync += mul_valid.eq(fire)
         with m.If(fire):
-            m.d.sync += [mul_prod[i].eq(key.w * self.i_v.payload[i]) for i in range(cfg.lanes)]
             m.d.sync += [mul_beat.eq(beat), mul_key.eq(key)]
 
         # -- the add stage's registers (its valid bit and beat are the write port's) ----------------
         add_valid = wr.en
         add_beat  = wr.addr
-        add_prod  = Signal.like(mul_prod)
+        add_prod  = Signal(data.ArrayLayout(signed(cfg.pv_product_bits), cfg.lanes))
         add_w     = Signal.like(key.w)
         add_y     = Signal(data.ArrayLayout(signed(cfg.acc_o_bits + 1), cfg.lanes))
         add_yl    = Signal(unsigned(cfg.acc_l_bits + 1))
@@ -155,8 +160,8 @@ class PVAccumulator(wiring.Component):
         m.d.sync += add_valid.eq(mul_valid)
         with m.If(mul_valid):
             m.d.sync += [add_y[i].eq(shifted(old_word[i])) for i in range(cfg.lanes)]
-            m.d.sync += [add_beat.eq(mul_beat), add_prod.eq(mul_prod), add_w.eq(mul_key.w),
-                         add_yl.eq(shifted(old_l))]
+            m.d.sync += [add_prod[i].eq(mul_prod[i]) for i in range(cfg.lanes)]
+            m.d.sync += [add_beat.eq(mul_beat), add_w.eq(mul_key.w), add_yl.eq(shifted(old_l))]
 
         # -- drain: after the segment's last beat is accumulated, read its words out --------------
         # The first read may go as soon as the last beat left the shift stage: the add stage then

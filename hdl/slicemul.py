@@ -8,7 +8,8 @@ slices: ``x = sum(x_i * 2**a_i)`` (unsigned low slices; the top one signed when 
 :class:`SlicedProducts` plans ``count`` such products ``x_k * y`` (one ``y`` for all of them) on
 ``multipliers`` multipliers that each take one partial product per cycle, over ``phases`` cycles,
 and builds them into a pipeline as two register stages (see :meth:`SlicedProducts.multiply` and
-:meth:`SlicedProducts.accumulate`). With one phase this is a plain parallel multiplier: one
+:meth:`SlicedProducts.accumulate`; :meth:`SlicedProducts.registered_multiply` for one phase with
+the operand registers inside the multipliers). With one phase this is a plain parallel multiplier: one
 multiplier per slice and their sum. A unit that takes a new operand only every few cycles shares
 its multipliers over those cycles instead: ``multipliers = ceil(slices / cycles)``.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Mux, Signal
 
+from .dsp import registered_product
 from .fixed import QFormat
 
 __all__ = ["Slice", "SlicedProducts"]
@@ -207,6 +209,27 @@ class SlicedProducts:
             with m.If(enable):
                 m.d.sync += mul_phase.eq(phase)
         return parts, mul_phase
+
+    def registered_multiply(self, m, platform, *, xs, x_enable, y, y_enable, enable, name):
+        """The partial products stage of a plan of one phase, with the operand registers inside:
+        per multiplier ``j`` a :func:`~leanattn.hdl.dsp.registered_product` ``<name>_part_<j>``
+        whose operand registers load their slices of ``xs`` (``count`` values) while ``x_enable``
+        and of ``y`` while ``y_enable``, and whose product register (the part, as :meth:`multiply`
+        returns it) loads while ``enable``. On the ECP5 each is a MULT18X18D with its own
+        registers (``platform``, as ``elaborate`` got it). Returns the parts, for
+        :meth:`accumulate` with ``mul_phase=None``."""
+        if self.phases != 1:
+            raise ValueError(f"registered_multiply needs a plan of one phase, not {self.phases}")
+        if len(xs) != self.count:
+            raise ValueError(f"xs must have {self.count} values, not {len(xs)}")
+        parts = []
+        for j, (s,) in enumerate(zip(*self.table)):
+            x = xs[s.product][s.x_off:s.x_off + s.x_width]
+            x = x.as_signed() if s.x_signed else x
+            parts.append(registered_product(
+                m, platform, a=x, a_en=x_enable, b=y[s.y_off:s.y_off + s.y_width], b_en=y_enable,
+                p_en=enable, name=f"{name}_part_{j}"))
+        return parts
 
     def accumulate(self, m, *, enable, parts, mul_phase, names):
         """The accumulator stage: one register per product (``names``), complete one cycle after

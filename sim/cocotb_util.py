@@ -225,12 +225,13 @@ class CocotbRun:
     sim_build: Path    # the (shared, cached) build the test ran on
 
 
-def design_verilog(design, *, toplevel):
+def design_verilog(design, *, toplevel, platform=None):
     """Verilog text of ``design``: a component, a factory returning one, Verilog text or a file.
 
     * an Amaranth elaboratable (normally a ``wiring.Component``), or a callable taking no
       arguments that returns one: converted with ``verilog.convert(..., name=toplevel,
-      emit_src=False)``;
+      platform=platform, emit_src=False)`` (``platform``: what ``elaborate`` is given, e.g.
+      :class:`leanattn.hdl.dsp.ECP5` for the ECP5's multiplier blocks);
     * a :class:`str`: Verilog source text, used as is;
     * an :class:`os.PathLike`: a Verilog file, read.
     """
@@ -248,7 +249,7 @@ def design_verilog(design, *, toplevel):
     if not isinstance(design, Elaboratable):
         raise TypeError(f"design must be a component, a factory of one, Verilog text or a path, "
                         f"not {design!r}")
-    return verilog.convert(design, name=toplevel, emit_src=False)
+    return verilog.convert(design, name=toplevel, platform=platform, emit_src=False)
 
 
 def _tool_versions(simulator):
@@ -295,7 +296,7 @@ def _failed_testcases(results):
 
 def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=None, extra_env=None,
                waves=False, seed=None, testcase=None, cache_dir=None, timeout=_DEFAULT_TIMEOUT,
-               wrapper=None, extra_sources=None):
+               wrapper=None, extra_sources=None, platform=None):
     """Simulate ``design`` with ``simulator`` under the cocotb module ``test_module``; raise on failure.
 
     Parameters
@@ -335,6 +336,8 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     extra_sources : list of path, optional
         More Verilog files compiled with the design, after it (for example a synthesized netlist
         that the design instantiates, and its cell models); their contents key the build cache.
+    platform : optional
+        Elaborate ``design`` for this platform (see :func:`design_verilog`).
 
     Returns a :class:`CocotbRun`. Raises :class:`CocotbTestsFailed` if a cocotb test failed, and
     :class:`RuntimeError` if the toolchain is missing, the build fails or the simulator dies.
@@ -353,7 +356,7 @@ def run_cocotb(design, *, toplevel, test_module, simulator, build_dir, tb_args=N
     cache_dir = Path(cache_dir).resolve() if cache_dir is not None else build_dir.parent / "simcache"
 
     # --- Verilog, and the build it keys ----------------------------------------------------------
-    text = design_verilog(design, toplevel=toplevel)
+    text = design_verilog(design, toplevel=toplevel, platform=platform)
     verilog_path = build_dir / f"{toplevel}.v"
     verilog_path.write_text(text)
 

@@ -161,7 +161,7 @@ def _read_log(path, runs):
 
 def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir, latency=None,
                      patterns=PATTERNS, seed=None, waves=False, canonical=None, extra_sources=None,
-                     budget=None):
+                     budget=None, platform=None):
     """Run the generated Verilog of ``design`` under cocotb, inside the :mod:`leanattn.sim.harness`.
 
     Payloads go to ``build_dir/in_<port>.hex``; the bench (:mod:`leanattn.sim.tb_streams`) runs
@@ -171,7 +171,8 @@ def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir,
     and without stalls the documented latency. Failures name the run, the pattern and the seed.
     ``extra_sources`` are more Verilog files for the build (see :func:`~leanattn.sim.cocotb_util.run_cocotb`).
     ``budget``: the most cycles a run may take (default: 50 per item plus 1000; more is taken when
-    given, for designs that work long on few items).
+    given, for designs that work long on few items). ``platform``: elaborate ``design`` for it
+    (:func:`~leanattn.sim.cocotb_util.design_verilog`).
     """
     from amaranth.hdl import Elaboratable
 
@@ -192,7 +193,7 @@ def run_cocotb_bench(design, *, toplevel, inputs, outputs, simulator, build_dir,
     budget = max(50 * sum(len(v) for v in vectors.values()) + 1000, budget or 0)
     run = run_cocotb(design, toplevel=toplevel, test_module="leanattn.sim.tb_streams",
                      simulator=simulator, build_dir=build_dir, seed=seed, waves=waves,
-                     wrapper=("harness", wrapper), extra_sources=extra_sources,
+                     wrapper=("harness", wrapper), extra_sources=extra_sources, platform=platform,
                      tb_args={"patterns": [list(p) for p in patterns], "budget": budget})
     logs = {name: _read_log(build_dir / f"xfer_{name}.txt", len(patterns)) for name, _, _ in ports}
     for k, (idle, backpressure, *abort) in enumerate(patterns):

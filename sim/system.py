@@ -229,7 +229,7 @@ def read_outputs(cfg, build_dir, heads, *, job=0, run=0):
 
 def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patterns=(("none", "none"),),
                seed=None, waves=False, bank_keys=None, top=None, extra_sources=None, synthetic=False,
-               partial_slices=False, request_slices=False, registered_grant=False):
+               partial_slices=False, request_slices=False, registered_grant=False, platform=None):
     """Run ``jobs`` through the generated accelerator; raise on any difference from the golden model.
     Returns ``(golden results, cycles per job of the first pattern, the cocotb run)``.
 
@@ -240,7 +240,10 @@ def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patt
     :func:`~leanattn.sim.synthkv.synthetic_job`. ``partial_slices``: the generated RTL with a
     register slice behind every core's partial (``LeanAttention(cfg, partial_slices=True)``);
     ``request_slices``: with one on every core's K and V requests (``request_slices=True``);
-    ``registered_grant``: with the packet arbiter's grant in a register (``registered_grant=True``)."""
+    ``registered_grant``: with the packet arbiter's grant in a register (``registered_grant=True``).
+    ``platform``: the bench elaborated for it (:class:`leanattn.hdl.dsp.ECP5`: the multipliers
+    in MULT18X18D blocks; give their model, :func:`~leanattn.hdl.dsp.write_mult18x18d_model`, in
+    ``extra_sources``)."""
     build_dir = Path(build_dir)
     inputs, outputs, results, bank_keys = system_vectors(cfg, jobs, bank_keys=bank_keys,
                                                          synthetic=synthetic)
@@ -252,5 +255,6 @@ def run_system(cfg, jobs, *, simulator, build_dir, latency=0, stall_rate=0, patt
     work = sum(8 * int(np.sum(job.lengths)) * cfg.beats_per_key + 4000 for job in jobs)
     run = run_cocotb_bench(bench, toplevel="system", inputs=inputs, outputs=outputs, simulator=simulator,
                            build_dir=build_dir, patterns=list(patterns), seed=seed, waves=waves,
-                           canonical=canonical(cfg), extra_sources=extra_sources, budget=work)
+                           canonical=canonical(cfg), extra_sources=extra_sources, budget=work,
+                           platform=platform)
     return results, job_cycles(cfg, build_dir), run

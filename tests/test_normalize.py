@@ -40,12 +40,13 @@ from tiers import full_pairs
 
 from leanattn.fpga.unit_resources import yosys_command
 from leanattn.hdl.config import PRESETS
+from leanattn.hdl.dsp import ECP5, write_mult18x18d_model
 from leanattn.hdl.layouts import final_layout, output_layout
 from leanattn.hdl.normalize import Normalizer
 from leanattn.hdl.recip import Reciprocal, recip_stages
 from leanattn.sim import golden
 from leanattn.sim.accept_probe import AcceptProbe
-from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, verilator_lint
+from leanattn.sim.cocotb_util import AMARANTH_LINT_WAIVERS, design_verilog, verilator_lint
 from leanattn.sim.configs import TEST_CONFIGS
 from leanattn.sim.quant import encode_scale
 from leanattn.sim.stream_bench import bench_dir, run_cocotb_bench, simulate
@@ -269,20 +270,23 @@ def verilog_of(name):
 # --- cocotb on the generated Verilog ------------------------------------------------------------------
 # First in the file, so that under pytest-xdist the long runs start first.
 
-def cocotb_runs(name, simulator, build, *, stalled, back_to_back, patterns, seed):
+def cocotb_runs(name, simulator, build, *, stalled, back_to_back, patterns, seed, ecp5=False):
     """The unit inside an :class:`AcceptProbe` (one Verilog, one simulator build for both runs):
     ``stalled`` (inputs, outputs) under ``patterns``, the latency checked where nothing stalls;
     then ``back_to_back`` without stalls, where the latency is checked and the probe's gaps prove
-    the beats taken exactly ``interval`` cycles apart."""
+    the beats taken exactly ``interval`` cycles apart. ``ecp5``: elaborated for the ECP5 (its
+    multiplier blocks, simulated with their model)."""
     probe = AcceptProbe(Normalizer(ALL_CONFIGS[name]), port="i_final")
     latency = latency_of(probe.unit)
+    target = dict(platform=ECP5(), extra_sources=[write_mult18x18d_model(build)]) if ecp5 else {}
     run_cocotb_bench(probe, toplevel="normalize", inputs=stalled[0], outputs=stalled[1],
-                     simulator=simulator, build_dir=build, latency=latency, patterns=patterns, seed=seed)
+                     simulator=simulator, build_dir=build, latency=latency, patterns=patterns, seed=seed,
+                     **target)
     inputs, outputs = back_to_back
     gaps = [probe.gap_max] + [probe.unit.interval] * (len(inputs["i_final"]) - 1)
     run_cocotb_bench(probe, toplevel="normalize", inputs=inputs, outputs={**outputs, "o_gaps": gaps},
                      simulator=simulator, build_dir=build, patterns=[("none", "none")], seed=seed + 1,
-                     latency={**latency, "o_gaps": ("i_final", 1, None)})
+                     latency={**latency, "o_gaps": ("i_final", 1, None)}, **target)
 
 
 def head_of(streams, count):
@@ -297,6 +301,21 @@ def test_cocotb_quick(request, simulator):
     cocotb_runs("tiny", simulator, bench_dir(request), stalled=(inputs, outputs),
                 back_to_back=(head_of(inputs, 100), head_of(outputs, 100)), patterns=PATTERNS,
                 seed=4242)
+
+
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_cocotb_ecp5(request, simulator):
+    """default elaborated for the ECP5: each lane slice's product in a MULT18X18D whose operand
+    and product registers are the scale and mul stages' (one instance per multiplier of the
+    plan), simulated with the block's model: bit-exact, the same latency and rate."""
+    unit = Normalizer(ALL_CONFIGS["default"])
+    text = design_verilog(unit, toplevel="normalize", platform=ECP5())
+    assert text.count("MULT18X18D #(") == unit.lane_products.multipliers == 16
+    assert "MULT18X18D" not in design_verilog(unit, toplevel="normalize")
+    inputs, outputs = vectors("default", real=300)
+    cocotb_runs("default", simulator, bench_dir(request), stalled=(inputs, outputs),
+                back_to_back=(head_of(inputs, 100), head_of(outputs, 100)), patterns=PATTERNS[:2],
+                seed=4343, ecp5=True)
 
 
 @pytest.mark.slow

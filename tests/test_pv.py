@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from tiers import config_params, full_pairs
 
+from leanattn.hdl.dsp import ECP5, write_mult18x18d_model
 from leanattn.hdl.layouts import partial_layout
 from leanattn.hdl.pv import PVAccumulator, v_layout, weight_layout
 from leanattn.sim.cocotb_util import (
@@ -102,6 +103,25 @@ def test_pv_cocotb(name, simulator, request):
     inputs, outputs = vectors(cfg, extreme_segments(cfg) + random_segments(cfg, rng, 6))
     run_cocotb_bench(PVAccumulator(cfg), toplevel="pv", inputs=inputs, outputs=outputs,
                      simulator=simulator, build_dir=bench_dir(request),
+                     patterns=[("none", "none"), ("random", "random")])
+
+
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_pv_cocotb_ecp5(name, simulator, request):
+    """Elaborated for the ECP5: each lane's product in a MULT18X18D that holds its own copy of the
+    key's weight (its input register, loaded with the key register) and the product register,
+    simulated with the block's model: bit-exact, the same latency."""
+    cfg = CONFIGS[name]
+    text = design_verilog(PVAccumulator(cfg), toplevel="pv", platform=ECP5())
+    assert text.count("MULT18X18D #(") == cfg.lanes
+    assert "MULT18X18D" not in design_verilog(PVAccumulator(cfg), toplevel="pv")
+    rng = np.random.default_rng(5)
+    inputs, outputs = vectors(cfg, extreme_segments(cfg) + random_segments(cfg, rng, 6))
+    build = bench_dir(request)
+    run_cocotb_bench(PVAccumulator(cfg), toplevel="pv", inputs=inputs, outputs=outputs,
+                     simulator=simulator, build_dir=build, platform=ECP5(),
+                     extra_sources=[write_mult18x18d_model(build)],
                      patterns=[("none", "none"), ("random", "random")])
 
 

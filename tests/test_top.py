@@ -6,8 +6,10 @@ stalls on every stream; bad jobs rejected with their error code and no output, t
 import numpy as np
 import pytest
 
+from leanattn.hdl.dsp import ECP5, write_mult18x18d_model
 from leanattn.hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_QUERY
 from leanattn.hdl.layouts import partial_layout, routed_partial_layout
+from leanattn.hdl.normalize import Normalizer
 from leanattn.hdl.top import LeanAttention
 from leanattn.sim import perf, synthkv
 from leanattn.sim.cocotb_util import (
@@ -159,6 +161,36 @@ def test_options_bit_exact(request, name, options, seed):
                stall_rate=64, patterns=[("random", "random")], seed=2, **options)
 
 
+@pytest.mark.parametrize("simulator", [pytest.param("verilator"),
+                                       pytest.param("icarus", marks=pytest.mark.slow)])
+def test_ecp5_bit_exact(request, simulator):
+    """The accelerator as the ECP5 board builds it: elaborated for the ECP5 (the normalizer's and
+    every core's PV products in MULT18X18D blocks with their own registers, simulated with the
+    block's model) with the board's options (register slices, registered grant). Good and bad
+    jobs in a row: with no stalls in the cycles of the cycle model, then with memory latency and
+    random stalls: bit-exact."""
+    cfg = TEST_CONFIGS["default"]
+    options = PARTIAL | REQUEST | GRANT
+    build = bench_dir(request)
+    text = design_verilog(LeanAttention(cfg, **options), toplevel="top", platform=ECP5())
+    assert text.count("MULT18X18D #(") == Normalizer(cfg).lane_products.multipliers + cfg.cores * cfg.lanes
+    target = dict(platform=ECP5(), extra_sources=[write_mult18x18d_model(build)])
+    count = 6 if simulator == "verilator" else 3
+    jobs = jobs_for(cfg, 1100, count, max_keys=4 * cfg.tile * cfg.cores)
+    _, cycles, _ = run_system(cfg, jobs, simulator=simulator, build_dir=build / "plain",
+                              patterns=[("none", "none")], seed=1, **options, **target)
+    held = 0
+    for job, measured in zip(jobs, cycles):
+        if isinstance(job, BadJob):
+            assert measured <= len(job.lengths) + job.query_beats + 8
+            continue
+        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, **options)
+        assert measured == pred.cycles, list(job.lengths)
+        held = pred.arbiter_held
+    run_system(cfg, jobs, simulator=simulator, build_dir=build / "stalls", latency=3,
+               stall_rate=64, patterns=[("random", "random")], seed=2, **options, **target)
+
+
 #: (preset, simulator, jobs, most keys per job) of the long runs. A tenth of the random jobs have
 #: heads up to that many keys, the others up to three tiles or four keys; the KV load (one word
 #: per cycle) costs more cycles than the job itself, so short jobs are what makes hundreds cheap.
@@ -214,8 +246,8 @@ def test_long_contexts(request, name, schedule, shapes):
 #: as an undriven-reader wire beside it: the segment generator's ``head`` register is emitted as
 #: ``desc__addr`` (the read port it drives) and ``keys`` / ``rest`` fold into the segment payload;
 #: the scheduler's start streams (``start_<c>``) into the generators' inputs, and with one core
-#: its one-bit ``pending`` into ``start_0``'s valid; the plain ports
-#: ``o_cross`` / ``i_cross`` / ``i_up_cross`` (and ``o_scanned``, a pulse for the scheduler's own tests) leave a
+#: its one-bit ``pending`` into ``start_0``'s valid; the plain ports ``o_cross`` / ``i_cross`` /
+#: ``i_up_cross`` (and ``o_scanned``, a pulse for the scheduler's own tests) leave a
 #: parent-side wire beside the instance connection, as stream ports do (HIERARCHY_LINT_WAIVERS).
 #: Every other unused signal stays an error; the units are linted alone in their own tests.
 TOP_ALIASES = ("head", "keys", "rest", "h", "start_*", "o_cross", "i_cross", "i_up_cross*", "o_scanned",
