@@ -102,7 +102,8 @@ class BoardTop(wiring.Component):
         multiplier are a cycle apart (on the ECP5 the DP16KD's unregistered output and the route
         to a core took 14 of a 18.6 ns critical path). Default: with block RAM, not with SPRAM
         (the UP5K's logic cells are scarce). Each response arrives a cycle later: the cycle model's
-        memory ``latency`` is 1 with them.
+        memory ``latency`` is 1 with them. With them the host's KV writes pass a register slice
+        too (``kv_write_slice``; a write lands a cycle later, long before a job can read it).
     partial_slices : bool, optional
         The accelerator with a register slice behind every core's partial
         (``LeanAttention(partial_slices=True)``), so that a core's partial register no longer waits
@@ -255,7 +256,12 @@ class BoardTop(wiring.Component):
         m.d.comb += [uart_rx.rx.eq(rx), tx.eq(uart_tx.tx)]
         wiring.connect(m, uart_rx.o_data, host.i_rx)
         wiring.connect(m, host.o_tx, uart_tx.i_data)
-        wiring.connect(m, host.o_kv, mem.i_write)
+        # The KV writes through a register slice with block RAM: the memory decodes a write's
+        # kind, bank and range from flip-flops, not from the parser's opcode in the same cycle (on
+        # the ECP5 that path into the memory's error flag missed 10 ns). The memory is always
+        # ready, so the slice is one register and costs a cycle of each write, nothing more.
+        wiring.connect(m, through_skid(m, "kv_write_slice", host.o_kv, on=self.kv_slices_for(platform)),
+                       mem.i_write)
         wiring.connect(m, host.o_desc, top.i_desc)
         wiring.connect(m, host.o_query, top.i_query)
         # The output beats through a skid buffer: the UART's ready then stops at its register and

@@ -109,9 +109,12 @@ class JobLoader(wiring.Component):
         err_len   = Signal()
         err_heads = Signal()
         err_query = Signal()         # more beats than max_heads can use
+        begun     = Signal()         # the job's first transfer happened (a flip-flop: no wide ORs
+                                     # of the counts in front of the inputs' ready)
         loading   = Signal()         # the job's first transfer happened (or may happen now)
-        m.d.comb += loading.eq(~self.o_job.valid & (self.i_enable | heads.bool() | q_count.bool()
-                                                    | desc_done | q_done))
+        m.d.comb += loading.eq(~self.o_job.valid & (self.i_enable | begun))
+        with m.If((self.i_desc.valid & self.i_desc.ready) | (self.i_query.valid & self.i_query.ready)):
+            m.d.sync += begun.eq(1)
 
         # --- descriptors -------------------------------------------------------------------------
         desc = self.i_desc.payload
@@ -154,7 +157,7 @@ class JobLoader(wiring.Component):
             with m.If(self.o_job.ready):
                 m.d.sync += [self.o_job.valid.eq(0), heads.eq(0), total.eq(0), q_count.eq(0),
                              desc_done.eq(0), q_done.eq(0), err_len.eq(0), err_heads.eq(0),
-                             err_query.eq(0)]
+                             err_query.eq(0), begun.eq(0)]
         with m.Elif(desc_done & q_done):
             m.d.sync += [self.o_job.valid.eq(1), report.heads.eq(heads), report.total.eq(total)]
             with m.If(err_heads):

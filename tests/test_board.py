@@ -25,6 +25,7 @@ from leanattn.fpga.host import (
 )
 from leanattn.fpga.pll import ecp5_pll_params, ice40_pll_params
 from leanattn.hdl.jobload import ERR_LENGTH, ERR_NONE
+from leanattn.hdl.normalize import Normalizer
 from leanattn.sim import golden
 from leanattn.sim.board_bench import HostScript, run_board
 from leanattn.sim.cocotb_util import (
@@ -266,6 +267,7 @@ def test_icebreaker():
     assert not top.kv_slices_for(platform) and not top.partial_slices_for(platform)
     assert not top.request_slices_for(platform) and not top.registered_grant_for(platform)
     assert "_slice_" not in netlist             # not on K and V, behind the partials, on the requests
+    assert "MULT18X18D" not in netlist          # Yosys maps the products into SB_MAC16s itself
     assert all(f"set_io {pin}" in pins for pin in ("uart_0__rx__io 6", "uart_0__tx__io 9", "led_0__io 11",
                                                     "led_1__io 37"))
     assert "set_frequency clk12_0__io 12.0" in pins and "24.0" in pins
@@ -293,6 +295,12 @@ def test_ulx3s():
     assert top.request_slices_for(platform)     # and one on each core's K and V requests
     assert all(f"cell \\board.top.{kind}req_slice_{c} " in netlist for kind in "kv" for c in range(4))
     assert "kreq_slice_4" not in netlist and "vreq_slice_4" not in netlist
+    assert "cell \\board.kv_write_slice " in netlist   # and one on the host's KV writes
+    # The normalizer's lane slices and every core's PV lanes in MULT18X18D blocks with their own
+    # registers (16 + 4 x 8).
+    cfg = TEST_CONFIGS["default"]
+    blocks = Normalizer(cfg).lane_products.multipliers + cfg.cores * cfg.lanes
+    assert netlist.count("cell \\MULT18X18D ") == blocks == 48
     assert top.registered_grant_for(platform)   # and the arbiter's grant a register
     arbiter = netlist[netlist.index("module \\board.top.arbiter\n"):]
     arbiter = arbiter[:arbiter.index("\nend\n")]
