@@ -318,16 +318,20 @@ class Normalizer(wiring.Component):
             m.d.sync += align_prod.eq(r * tag.out_mant)
 
         # --- scale: the aligned o, rounded and saturated; a first beat's factor, held ------------
-        # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
-        # The scale stage's registers are the multipliers' operand registers (inside the
-        # multiplier blocks on the ECP5): each block has its own copy of the factor's slice.
-        factor  = round_shift(align_prod, cfg.recip_frac_bits)
-        aligned = [self._aligned(align_y[k]) for k in lanes]
-        scale_amount = Signal.like(amount, name="scale_amount")
+        # The factor's register is the multipliers' operand register (inside each multiplier
+        # block on the ECP5, so no one register drives them all); the aligned lanes stay fabric
+        # registers, so the rounding add and the saturation end in a flip-flop, not in a block's
+        # input.
+        scale_aligned = [Signal(signed(cfg.norm_o_bits), name=f"scale_aligned_{k}") for k in lanes]
+        scale_amount  = Signal.like(amount, name="scale_amount")
         with m.If(advance):
             m.d.sync += scale_amount.eq(align_amount)
+            m.d.sync += [scale_aligned[k].eq(self._aligned(align_y[k])) for k in lanes]
+
+        # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
         lane = self.lane_products
-        parts = lane.registered_multiply(m, platform, xs=aligned, x_enable=advance, y=factor,
+        parts = lane.registered_multiply(m, platform, xs=scale_aligned, x_enable=None,
+                                         y=round_shift(align_prod, cfg.recip_frac_bits),
                                          y_enable=advance & align_first, enable=advance, name="mul")
         products = lane.accumulate(m, enable=advance, parts=parts, mul_phase=None,
                                    names=[f"sum_product_{k}" for k in lanes])

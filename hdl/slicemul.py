@@ -214,9 +214,10 @@ class SlicedProducts:
         """The partial products stage of a plan of one phase, with the operand registers inside:
         per multiplier ``j`` a :func:`~leanattn.hdl.dsp.registered_product` ``<name>_part_<j>``
         whose operand registers load their slices of ``xs`` (``count`` values) while ``x_enable``
-        and of ``y`` while ``y_enable``, and whose product register (the part, as :meth:`multiply`
-        returns it) loads while ``enable``. On the ECP5 each is a MULT18X18D with its own
-        registers (``platform``, as ``elaborate`` got it). Returns the parts, for
+        and of ``y`` while ``y_enable`` (an enable of ``None``: the slices reach the multiplier
+        directly, for operands that are registers already), and whose product register (the part,
+        as :meth:`multiply` returns it) loads while ``enable``. On the ECP5 each is a MULT18X18D
+        with its own registers (``platform``, as ``elaborate`` got it). Returns the parts, for
         :meth:`accumulate` with ``mul_phase=None``."""
         if self.phases != 1:
             raise ValueError(f"registered_multiply needs a plan of one phase, not {self.phases}")

@@ -305,9 +305,10 @@ def test_cocotb_quick(request, simulator):
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 def test_cocotb_ecp5(request, simulator):
-    """default elaborated for the ECP5: each lane slice's product in a MULT18X18D whose operand
-    and product registers are the scale and mul stages' (one instance per multiplier of the
-    plan), simulated with the block's model: bit-exact, the same latency and rate."""
+    """default elaborated for the ECP5: each lane slice's product in a MULT18X18D whose factor
+    input register and product register are the scale and mul stages' (one instance per
+    multiplier of the plan), simulated with the block's model: bit-exact, the same latency and
+    rate."""
     unit = Normalizer(ALL_CONFIGS["default"])
     text = design_verilog(unit, toplevel="normalize", platform=ECP5())
     assert text.count("MULT18X18D #(") == unit.lane_products.multipliers == 16
