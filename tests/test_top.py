@@ -139,6 +139,19 @@ OPTION_CASES = [
 ]
 
 
+def check_model_cycles(cfg, jobs, cycles, options):
+    """Every good job in the cycle model's cycles for LeanAttention ``options`` (no stalls, memory
+    latency 0; the arbiter's resting grant carried from job to job); bad jobs in a few cycles."""
+    held = 0
+    for job, measured in zip(jobs, cycles):
+        if isinstance(job, BadJob):
+            assert measured <= len(job.lengths) + job.query_beats + 8
+            continue
+        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, **options)
+        assert measured == pred.cycles, list(job.lengths)
+        held = pred.arbiter_held
+
+
 @pytest.mark.parametrize("name, options, seed", OPTION_CASES)
 def test_options_bit_exact(request, name, options, seed):
     """LeanAttention with register slices (``partial_slices``, ``request_slices``) or the registered
@@ -149,14 +162,7 @@ def test_options_bit_exact(request, name, options, seed):
     jobs = jobs_for(cfg, seed, 8, max_keys=4 * cfg.tile * cfg.cores)
     _, cycles, _ = run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "plain",
                               patterns=[("none", "none")], seed=1, **options)
-    held = 0
-    for job, measured in zip(jobs, cycles):
-        if isinstance(job, BadJob):
-            assert measured <= len(job.lengths) + job.query_beats + 8
-            continue
-        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, **options)
-        assert measured == pred.cycles, list(job.lengths)
-        held = pred.arbiter_held
+    check_model_cycles(cfg, jobs, cycles, options)
     run_system(cfg, jobs, simulator="verilator", build_dir=bench_dir(request) / "stalls", latency=3,
                stall_rate=64, patterns=[("random", "random")], seed=2, **options)
 
@@ -179,14 +185,7 @@ def test_ecp5_bit_exact(request, simulator):
     jobs = jobs_for(cfg, 1100, count, max_keys=4 * cfg.tile * cfg.cores)
     _, cycles, _ = run_system(cfg, jobs, simulator=simulator, build_dir=build / "plain",
                               patterns=[("none", "none")], seed=1, **options, **target)
-    held = 0
-    for job, measured in zip(jobs, cycles):
-        if isinstance(job, BadJob):
-            assert measured <= len(job.lengths) + job.query_beats + 8
-            continue
-        pred = perf.predict(cfg, job.lengths, latency=0, arbiter_held=held, **options)
-        assert measured == pred.cycles, list(job.lengths)
-        held = pred.arbiter_held
+    check_model_cycles(cfg, jobs, cycles, options)
     run_system(cfg, jobs, simulator=simulator, build_dir=build / "stalls", latency=3,
                stall_rate=64, patterns=[("random", "random")], seed=2, **options, **target)
 
