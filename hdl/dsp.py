@@ -18,7 +18,7 @@ for simulating an ECP5 elaboration (Yosys has only a black box of it).
 
 from amaranth.hdl import ClockSignal, Instance, Shape, Signal, Value
 
-from .fixed import QFormat
+from .fixed import QFormat, product_range, shape_range
 
 __all__ = ["ECP5", "registered_product", "product_shape", "uses_mult18x18d", "mult18x18d_model",
            "write_mult18x18d_model", "MULT18X18D_BITS"]
@@ -38,18 +38,9 @@ class ECP5:
     family = "ecp5"
 
 
-def _range(shape):
-    shape = Shape.cast(shape)
-    if shape.signed:
-        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
-    return 0, (1 << shape.width) - 1
-
-
 def product_shape(a_shape, b_shape):
     """The exact shape of a product of an ``a_shape`` and a ``b_shape`` value."""
-    (a_lo, a_hi), (b_lo, b_hi) = _range(a_shape), _range(b_shape)
-    corners = [x * y for x in (a_lo, a_hi) for y in (b_lo, b_hi)]
-    return QFormat.for_range(min(corners), max(corners)).shape
+    return QFormat.for_range(*product_range(shape_range(a_shape), shape_range(b_shape))).shape
 
 
 def uses_mult18x18d(platform, a_shape, b_shape):

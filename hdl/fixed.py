@@ -13,11 +13,26 @@ the only lossy steps are explicit:
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Mux, Value, signed, unsigned
+from amaranth.hdl import Mux, Shape, Value, signed, unsigned
 
 from .config import bits_for
 
-__all__ = ["QFormat", "round_shift", "add_rounded", "saturate"]
+__all__ = ["QFormat", "shape_range", "product_range", "round_shift", "add_rounded", "saturate"]
+
+
+def shape_range(shape):
+    """``(lo, hi)``: the smallest and largest value of a shape (signed or unsigned)."""
+    shape = Shape.cast(shape)
+    if shape.signed:
+        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return 0, (1 << shape.width) - 1
+
+
+def product_range(a, b):
+    """``(lo, hi)`` of every product of a value in ``a = (lo, hi)`` and one in ``b``: the extremes
+    are products of the ranges' ends."""
+    corners = [x * y for x in a for y in b]
+    return min(corners), max(corners)
 
 
 @dataclass(frozen=True)

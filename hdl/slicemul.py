@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from amaranth.hdl import Mux, Signal
 
 from .dsp import registered_product
-from .fixed import QFormat
+from .fixed import QFormat, product_range
 
 __all__ = ["Slice", "SlicedProducts"]
 
@@ -54,13 +54,6 @@ def _cuts(lo, hi, low_bits, dsp_bits):
         off += low_bits
     cuts.append((off, fmt.width - off, fmt.signed, lo >> off, hi >> off))
     return cuts
-
-
-def _range_of(pairs):
-    """``(lo, hi)`` of every product of a value in ``a`` and one in ``b``, ``pairs = (a, b)``."""
-    (a_lo, a_hi), (b_lo, b_hi) = pairs
-    corners = [a * b for a in (a_lo, a_hi) for b in (b_lo, b_hi)]
-    return min(corners), max(corners)
 
 
 def _by_phase(phase, choices):
@@ -139,7 +132,7 @@ class SlicedProducts:
         self.count, self.dsp_bits, self.cycles = count, dsp_bits, cycles
         self.x_shape = QFormat.for_range(*x_range).shape
         self.y_shape = QFormat.for_range(*y_range).shape
-        self.product_shape = QFormat.for_range(*_range_of((x_range, y_range))).shape
+        self.product_shape = QFormat.for_range(*product_range(x_range, y_range)).shape
 
         self._plan(dsp_bits)
         if any(len({s.x_signed for s in column if s is not None}) > 1 for column in zip(*self.table)):
@@ -150,7 +143,7 @@ class SlicedProducts:
         y_cuts = _cuts(*self.y_range, self.dsp_bits, self.dsp_bits)
         order = []
         for k in range(self.count):
-            slices = [Slice(k, xo, xw, xs, yo, yw, *_range_of(((xl, xh), (yl, yh))))
+            slices = [Slice(k, xo, xw, xs, yo, yw, *product_range((xl, xh), (yl, yh)))
                       for xo, xw, xs, xl, xh in x_cuts for yo, yw, _, yl, yh in y_cuts]
             order += sorted(slices, key=lambda s: -s.offset)
         self.slices = tuple(order)

@@ -15,16 +15,18 @@ operands as they are (registered or direct) while ``p_en`` is high.
 import random
 
 import cocotb
+from amaranth.hdl import Shape
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
+from leanattn.hdl.fixed import shape_range
 from leanattn.sim.cocotb_util import tb_args
 
 PERIOD_NS = 10
 
 
 def _operand(rng, width, signed):
-    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+    lo, hi = shape_range(Shape(width, signed))
     if rng.random() < 0.3:
         return rng.choice([lo, hi, 0, min(1, hi), max(-1, lo)])
     return rng.randint(lo, hi)

@@ -6,7 +6,7 @@ under cocotb on Icarus and Verilator; when the block is used; its parameters; pr
 import random
 
 import pytest
-from amaranth.hdl import Module, Shape, signed, unsigned
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -19,6 +19,7 @@ from leanattn.hdl.dsp import (
     uses_mult18x18d,
     write_mult18x18d_model,
 )
+from leanattn.hdl.fixed import shape_range
 from leanattn.sim.cocotb_util import design_verilog, run_cocotb
 from leanattn.sim.stream_bench import bench_dir
 
@@ -55,15 +56,8 @@ SHAPES = {
 REGISTERED = [(True, True), (True, False), (False, True), (False, False)]
 
 
-def extremes(shape):
-    shape = Shape.cast(shape)
-    if shape.signed:
-        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
-    return 0, (1 << shape.width) - 1
-
-
 def random_operand(rng, shape):
-    lo, hi = extremes(shape)
+    lo, hi = shape_range(shape)
     return rng.choice([lo, hi, 0]) if rng.random() < 0.3 else rng.randint(lo, hi)
 
 
