@@ -225,7 +225,7 @@ _COL_W, _COL_GAP, _ROW_GAP, _HEAD_H, _LINE_H, _MARGIN = 170, 70, 16, 34, 14, 20
 _FILL = {
     "port": "#ffffff", "JobLoader": "#dbe9f6", "Scheduler": "#dbe9f6", "ScaleLookup": "#eadcf2",
     "AttentionCore": "#dcefdc", "ReductionTree": "#fbe3c8", "PacketArbiter": "#eadcf2",
-    "SkidBuffer": "#eeeeee", "PipeRegister": "#eeeeee", "SyncFIFOBuffered": "#eeeeee",
+    "SkidBuffer": "#eeeeee", "PipeRegister": "#eeeeee", "SyncFIFO": "#eeeeee",
     "Normalizer": "#eadcf2",
 }
 

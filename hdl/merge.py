@@ -18,12 +18,12 @@ __all__ = ["Merge", "merge_stages"]
 
 
 def merge_stages(cfg):
-    """The merge unit's registered stages at ``cfg``, in order (one register each): all five
-    with ``pipeline == "full"``; only ``add`` with ``compact`` (the other four are then its
+    """The merge unit's registered stages at ``cfg``, in order (one register each): all four
+    with ``pipeline == "full"``; only ``add`` with ``compact`` (the other three are then its
     logic, from the inputs on)."""
     if cfg.pipeline == "compact":
         return ("add",)
-    return ("take", "align", "coarse", "fine", "add")
+    return ("align", "coarse", "fine", "add")
 
 
 class Merge(wiring.Component):
@@ -44,8 +44,6 @@ class Merge(wiring.Component):
     of :func:`leanattn.hdl.fixed.round_shift`. Floor shifts compose exactly, so the shifter splits
     across two stages. Stages:
 
-    * ``take``: both input beats registered as they are (the merge's inputs are typically
-      steered by a tree node's routing logic; the comparison starts from flip-flops).
     * ``align``: compare the maxima: which side is ``hi``, and ``lo``'s shift ``n`` (its distance
       to the larger max), clamped to :attr:`zero_shift`; both accumulators registered as they are.
     * ``coarse``: route the accumulators to ``hi`` and ``lo`` (the select is a register, so its
@@ -57,7 +55,9 @@ class Merge(wiring.Component):
 
     The accumulators are delayed by one register per stage. No stage holds more than half the shifter's
     levels; the carry chains are those of the ``align`` stage (the maxima's difference and the
-    clamp) and the sums.
+    clamp) and the sums. The ``align`` stage starts from the inputs: a user feeds them from
+    registers (a tree node, :class:`~leanattn.hdl.tree.TreeNode`, from its ``take`` registers
+    through one multiplexer).
 
     Parameters
     ----------
@@ -74,7 +74,7 @@ class Merge(wiring.Component):
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
         The merged partial; ``valid`` and ``payload`` are registers.
 
-    Latency: 5 cycles, 1 compact (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
+    Latency: 4 cycles, 1 compact (:attr:`latency`). The whole pipe freezes while ``o_partial`` holds a beat
     that is not taken: every stage advances when ``~o_partial.valid | o_partial.ready``.
     Throughput: 1 beat per cycle, sustained, while both inputs are valid and the output is ready.
     Numerics: ``round_shift`` (nearest, ties toward +inf) of each side by its distance to the
@@ -139,16 +139,11 @@ class Merge(wiring.Component):
         ]
         stage = _Stages(m, merge_stages(cfg), advance)
 
-        # --- take: both beats as they are ----------------------------------------------------------
-        take_valid = stage.copy("take", "valid", 1, a.valid & b.valid)
-        take_a = stage.copy("take", "a", partial_layout(cfg), a.payload)
-        take_b = stage.copy("take", "b", partial_layout(cfg), b.payload)
-
         # --- align: the larger max, which side passes (hi) and which shifts (lo), lo's shift ------
-        align_meta, align_shift, align_a_hi = self._align(m, stage, take_a, take_b, meta)
-        align_valid = stage.copy("align", "valid", 1, take_valid)
-        align_a = stage.copy("align", "a", acc, Cat(take_a.l, take_a.o))   # the layout of acc
-        align_b = stage.copy("align", "b", acc, Cat(take_b.l, take_b.o))
+        align_meta, align_shift, align_a_hi = self._align(m, stage, a.payload, b.payload, meta)
+        align_valid = stage.copy("align", "valid", 1, a.valid & b.valid)
+        align_a = stage.copy("align", "a", acc, Cat(a.payload.l, a.payload.o))   # the layout of acc
+        align_b = stage.copy("align", "b", acc, Cat(b.payload.l, b.payload.o))
 
         # --- coarse: hi and lo routed; 2 * lo floor-shifted by the high bits of n -----------------
         # (the select is a register in the full pipeline, so its fan-out to every multiplexer

@@ -19,7 +19,7 @@ The job is done when every head's last output beat has left; then the next job m
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import bits_for
@@ -328,9 +328,11 @@ class LeanAttention(wiring.Component):
             # A core's first partial may be cut: it waits in the tree until the core on its left
             # has finished its share. A buffer of one whole partial per leaf lets the core go on
             # meanwhile (under lean its only other cut partial is its last).
-            # Each beat enters with its merge bit for the tree's first level, so the node's routing
-            # starts from the buffer's output register.
-            buffer = SyncFIFOBuffered(width=tree_partial_layout(cfg).size, depth=cfg.beats_per_key)
+            # Each beat enters with its merge bit for the tree's first level. The buffer reads
+            # asynchronously (distributed RAM on an FPGA) and has no output register: the node's
+            # take (its inputs' ready) reaches only the buffer's pointer and level, and the node's
+            # own take registers load the front beat as it is.
+            buffer = SyncFIFO(width=tree_partial_layout(cfg).size, depth=cfg.beats_per_key)
             m.submodules[f"leaf_buffer_{c}"] = buffer
             tree_in = getattr(tree, f"i_leaf_{c}")
             m.d.comb += [tree_in.payload.eq(buffer.r_stream.payload), tree_in.valid.eq(buffer.r_stream.valid),

@@ -41,7 +41,7 @@ from .merge import Merge, merge_stages
 from .ports import cross_layout
 from .skid import SkidBuffer, register_slice
 
-__all__ = ["ReductionTree", "TreeNode", "Route"]
+__all__ = ["ReductionTree", "TreeNode", "Route", "node_stages"]
 
 
 class Route(enum.Enum, shape=2):
@@ -65,10 +65,17 @@ def _merges(cfg, rule, head):
     return rule.valid & (head == rule.head)
 
 
+def node_stages(cfg):
+    """A tree node's registered stages in front of its output register slice, in order: its
+    ``take`` registers (not with ``pipeline == "compact"``), then the merge unit's
+    (:func:`~leanattn.hdl.merge.merge_stages`)."""
+    return (() if cfg.pipeline == "compact" else ("take",)) + merge_stages(cfg)
+
+
 def _node_latency(cfg):
-    """A tree node's latency: its merge pipe's and its output register slice's (1, a skid
-    buffer's or a pipe register's)."""
-    return len(merge_stages(cfg)) + SkidBuffer.latency
+    """A tree node's latency: its stages' (:func:`node_stages`) and its output register
+    slice's (1, a skid buffer's or a pipe register's)."""
+    return len(node_stages(cfg)) + SkidBuffer.latency
 
 
 class TreeNode(wiring.Component):
@@ -78,7 +85,11 @@ class TreeNode(wiring.Component):
     feeds ``i_a``'s packet to the pipe's ``i_a`` and ``i_b``'s to its ``i_b``
     (``golden.merge(cfg, left, right)``); a passing packet enters on the pipe's ``i_b`` beside an
     empty partial (``valid == 0``, the merge identity, with the packet's ``last``), so it leaves
-    bit for bit unchanged and in the order the node took it. A
+    bit for bit unchanged and in the order the node took it. In front of the pipe the ``take``
+    registers hold both inputs' front beats as they are and the route of the beat taken; the
+    steering into the pipe follows them (with ``pipeline == "compact"`` there are no ``take``
+    registers). So the route, worked out from the inputs' ``valid`` and ``merge`` bits, reaches
+    only the inputs' ``ready`` and a few flags, not a multiplexer per payload bit. A
     :class:`~leanattn.hdl.skid.SkidBuffer` registers the output, so no ``ready`` path crosses the
     node (with ``pipeline == "compact"`` a :class:`~leanattn.hdl.skid.PipeRegister`, whose
     ``ready`` does).
@@ -103,15 +114,15 @@ class TreeNode(wiring.Component):
         crossing head, clear on every other. Per job, each side delivers exactly one packet of
         the crossing head (if there is one). ``ready`` depends on both inputs' ``valid`` and
         ``merge`` and on registers of the node (the route, the merge pipe's output, the skid
-        buffer's state), on nothing outside it.
+        buffer's state), on nothing outside it. The payload goes into registers as it is.
     o_partial : ``Out(stream.Signature(tree_partial_layout(cfg)))`` (``partial_layout(cfg)`` at the root)
         Merged and passed packets, ``merge`` by ``i_up_*``; ``valid`` and ``payload`` are registers.
 
     Latency: :attr:`latency` (6; 2 with ``pipeline == "compact"``) cycles from a beat's input
     transfer to its output transfer, when nothing stalls.
     Throughput: one beat per cycle, merged or passed; a crossing packet waits (without blocking
-    the other input) until its partner arrives. The merge pipe freezes while the skid buffer is
-    full.
+    the other input) until its partner arrives. The ``take`` registers and the merge pipe freeze
+    together while the merge unit's output register holds a beat the skid buffer does not take.
     Numerics: those of :class:`~leanattn.hdl.merge.Merge` for merged packets
     (``golden.merge``); passed packets are unchanged, every bit.
     """
@@ -152,15 +163,14 @@ class TreeNode(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from an input beat to its output beat, without stalls: the merge pipe's
-        (:func:`~leanattn.hdl.merge.merge_stages`: 5, or 1 with ``pipeline == "compact"``) and
-        the skid buffer's 1."""
+        """Cycles from an input beat to its output beat, without stalls: one per stage
+        (:func:`node_stages`: ``take`` and the merge unit's four, or the merge unit's one with
+        ``pipeline == "compact"``) and the skid buffer's 1."""
         return _node_latency(self._cfg)
 
     def elaborate(self, platform):
         m = Module()
         a, b = self.i_a, self.i_b
-        layout = partial_layout(self._cfg)
 
         # --- the merge pipe, then the output register slice, the parent's merge bit in front ------
         m.submodules.merge = merge = Merge(self._cfg)
@@ -177,40 +187,69 @@ class TreeNode(wiring.Component):
         # Control is written as expressions, not m.If/m.Switch: Yosys writes those as `always @*`
         # processes, which Icarus Verilog never runs if none of their inputs changes after time 0
         # (idle leaves driven by registers), and an X there would poison the merge pipe's valids.
+        # The pipe advances as the merge unit's stages do: while its output register is free.
+        advance = Signal()
+        m.d.comb += advance.eq(~done.valid | done.ready)
+        route, fire = self._route(m, advance)
+        self._steer(m, merge, self._take(m, route, fire, advance))
+        return m
 
-        # --- route: a packet under way keeps its route until its last beat ----------------------
+    def _route(self, m, advance):
+        """The route of this cycle (a packet under way keeps its route until its last beat), the
+        inputs' ``ready`` and whether a beat goes into the pipe (``fire``)."""
+        a, b = self.i_a, self.i_b
         held    = Signal(Route, name="route_held")
         route   = Signal(Route)
         a_cross, b_cross = a.payload.merge, b.payload.merge     # the front packet merges here
+        merging, pass_a, pass_b, fire = (Signal(name=n) for n in ("merging", "pass_a", "pass_b", "fire"))
         m.d.comb += [
             route.eq(Mux(held != Route.IDLE,   held,
                      Mux(a.valid & ~a_cross,   Route.PASS_A,
                      Mux(b.valid & ~b_cross,   Route.PASS_B,
                      Mux(a.valid & b.valid,    Route.MERGE, Route.IDLE))))),
-        ]
-
-        # --- steer: a passing packet rides on the pipe's i_b beside an empty i_a ---------------------
-        merging, pass_a, pass_b = (Signal(name=n) for n in ("merging", "pass_a", "pass_b"))
-        through = Signal(layout)            # the beat on the pipe's i_b
-        empty   = Signal(layout)            # the merge identity, with through's last
-        m.d.comb += [
             merging.eq(route == Route.MERGE),
             pass_a.eq(route == Route.PASS_A),
             pass_b.eq(route == Route.PASS_B),
-            through.eq(Mux(pass_a, a.payload.partial, b.payload.partial)),
-            empty.last.eq(through.last),
-            merge.i_a.valid.eq(Mux(merging, a.valid, pass_a | pass_b)),
-            merge.i_a.payload.eq(Mux(merging, a.payload.partial, empty)),
-            merge.i_b.valid.eq(Mux(pass_a, a.valid, (merging | pass_b) & b.valid)),
-            merge.i_b.payload.eq(through),
-            a.ready.eq(Mux(merging, merge.i_a.ready, pass_a & merge.i_b.ready)),
-            b.ready.eq((merging | pass_b) & merge.i_b.ready),
+            fire.eq(advance & Mux(merging, a.valid & b.valid, (pass_a & a.valid) | (pass_b & b.valid))),
+            a.ready.eq(advance & Mux(merging, b.valid, pass_a)),
+            b.ready.eq(advance & Mux(merging, a.valid, pass_b)),
         ]
+        last = Mux(pass_a, a.payload.partial.last, b.payload.partial.last)
+        with m.If(fire):
+            m.d.sync += held.eq(Mux(last, Route.IDLE, route))
+        return route, fire
 
-        # i_b carries the real packet on every route: its transfers step the packet.
-        with m.If(merge.i_b.valid & merge.i_b.ready):
-            m.d.sync += held.eq(Mux(merge.i_b.payload.last, Route.IDLE, route))
-        return m
+    def _take(self, m, route, fire, advance):
+        """The ``take`` stage: both fronts as they are and the route of the beat taken (IDLE: none),
+        registered while the pipe advances (the compact pipeline: the values themselves). Returns
+        ``(route, a, b)`` of the stage."""
+        taken = Mux(fire, route, Route.IDLE)
+        fronts = (self.i_a.payload.partial, self.i_b.payload.partial)
+        if self._cfg.pipeline == "compact":
+            return (taken, *fronts)
+        regs = (Signal(Route, name="take_route"),
+                *(Signal(partial_layout(self._cfg), name=f"take_{side}") for side in "ab"))
+        with m.If(advance):
+            m.d.sync += [reg.eq(value) for reg, value in zip(regs, (taken, *fronts))]
+        return regs
+
+    @staticmethod
+    def _steer(m, merge, take):
+        """Into the merge pipe: a merge feeds the taken ``a`` to its ``i_a`` and ``b`` to its
+        ``i_b``; a passing packet rides on ``i_b`` beside an empty ``i_a`` (the merge identity,
+        with the packet's ``last``)."""
+        route, take_a, take_b = take
+        layout = merge.i_a.payload.shape()
+        through = Signal(layout)            # the beat on the pipe's i_b
+        empty   = Signal(layout)            # the merge identity, with through's last
+        m.d.comb += [
+            through.eq(Mux(route == Route.PASS_A, take_a, take_b)),
+            empty.last.eq(through.last),
+            merge.i_a.valid.eq(route != Route.IDLE),
+            merge.i_b.valid.eq(route != Route.IDLE),
+            merge.i_a.payload.eq(Mux(route == Route.MERGE, take_a, empty)),
+            merge.i_b.payload.eq(through),
+        ]
 
 
 class ReductionTree(wiring.Component):

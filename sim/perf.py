@@ -47,8 +47,8 @@ Cycles count from the job's first input transfer (cycle 0) to its last output be
    last value beat the partial leaves ``PVAccumulator.latency`` cycles later, ``bpk`` beats; the
    next segment's first weight is taken the cycle after the partial's last beat was taken.
 4. **Downstream** (simulated cycle by cycle, only while something moves). The partial register of
-   every core, the leaf buffers (one whole partial each), the tree nodes (a five-stage merge pipe
-   and a skid buffer each; a node merges the head crossing its boundary and passes every other
+   every core, the leaf buffers (one whole partial each), the tree nodes (take registers and a four-stage
+   merge pipe, then a skid buffer each; a node merges the head crossing its boundary and passes every other
    packet, the left input first), the round-robin packet arbiter (none for one core with the
    compact pipeline), the scale lookup, the skid buffer (none with the compact pipeline) and the
    normalizer (one beat per ``norm_cycles`` cycles, output ``norm_latency`` cycles
@@ -96,9 +96,9 @@ tile's PV pass after its QK pass is what a core pays once per segment start).
 core holds one segment of ``n0 = n * H / C`` keys and every partial is merged in the tree
 (:func:`split_heads_cycles`; ``H = 1`` is one head over all cores)::
 
-    cycles = E(n0) + P + X + 2 + G * lev + D + R * (B - 1) + NL + (H - 1) * R * B
+    cycles = E(n0) + P + X + 1 + G * lev + D + R * (B - 1) + NL + (H - 1) * R * B
 
-(the partial slice, leaf buffer 2, tree G per level, ``D`` for the arbiter, the scale lookup and
+(the partial slice, leaf buffer 1, tree G per level, ``D`` for the arbiter, the scale lookup and
 the final skid buffer -- 3, or 2 with the compact pipeline, which has no final slice -- then the
 normalizer: ``B`` beats of each head, ``R`` cycles apart). For one head of any ``n >= C`` the same holds with
 ``n0 = ceil(n / C)``.
@@ -219,7 +219,7 @@ class Timing:
     k_queue:        int     # segments the K command queue holds
     norm_cycles:    int     # normalizer: cycles per beat
     norm_latency:   int     # normalizer: input beat -> output beat
-    merge_latency:  int     # a tree node's merge pipe: input beat -> output beat (Merge.latency)
+    merge_latency:  int     # a tree node's take registers and merge pipe: input beat -> output beat
     partial_slice:  int     # a core's partial register -> the routing: 0, or 1 through a register slice
     request_slice:  int     # a core's request -> the bank's request port: 0, or 1 through a register slice
     pipe_slices:    bool    # the tree nodes' register slices are PipeRegisters (compact)
@@ -271,7 +271,7 @@ def timing(cfg, latency=2, partial_slices=False, request_slices=False, registere
         k_queue=1 if cfg.pipeline == "compact" else 2,          # AttentionCore.k_queue
         norm_cycles=cfg.norm_cycles,
         norm_latency=recip + norm,                              # Normalizer.latency
-        merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(merge_stages(cfg))
+        merge_latency=1 if cfg.pipeline == "compact" else 5,    # len(tree.node_stages(cfg))
         partial_slice=skid if partial_slices else 0,
         request_slice=skid if request_slices else 0,
         pipe_slices=cfg.pipeline == "compact",                  # register_slice(cfg)
@@ -588,19 +588,19 @@ class _Sliced:
 
 
 class _Fifo:
-    """SyncFIFOBuffered of ``depth``: an inner FIFO of ``depth - 1`` words, then an output register."""
+    """SyncFIFO of ``depth`` (asynchronous read): a word written at one edge is the front from the
+    next cycle on."""
 
     def __init__(self, depth):
         self.depth = depth
-        self.inner = deque()
-        self.out = None
+        self.words = deque()
         self.read = False
 
     def w_rdy(self):
-        return self.out is None if self.depth == 1 else len(self.inner) != self.depth - 1
+        return len(self.words) != self.depth
 
     def front(self):
-        return self.out
+        return self.words[0] if self.words else None
 
 
 class _Skid:
@@ -821,22 +821,12 @@ def _downstream(t, sources, merges_at, held, heads, record):
 def _fifo_step(fifo, src, x):
     read, fifo.read = fifo.read, False
     write = src.valid(x) and src.is_cut() and fifo.w_rdy()
-    item = src.beat() if write else None
+    if read:
+        fifo.words.popleft()
     if write:
+        fifo.words.append(src.beat())
         src.take(x)
-    if fifo.depth == 1:
-        if read:
-            fifo.out = None
-        if write:
-            fifo.out = item
-        return read or write
-    inner_read = bool(fifo.inner) and (fifo.out is None or read)
-    out = fifo.inner.popleft() if inner_read else (None if read else fifo.out)
-    if write:
-        fifo.inner.append(item)
-    moved = read or write or inner_read
-    fifo.out = out
-    return moved
+    return read or write
 
 
 class _Idle:
@@ -976,7 +966,7 @@ def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, reques
     cores (``heads`` divides ``cores``, ``cores / heads >= 2`` divides ``n``): every core holds one
     segment of ``n0 = n * heads / cores`` keys, every partial goes through the tree.
 
-    ``H * (B + 1) + 6 + M + Z + Lq + W + (min(T, n0) + n0) * B + P + X + 2 + G * lev + D + Y + R *
+    ``H * (B + 1) + 6 + M + Z + Lq + W + (min(T, n0) + n0) * B + P + X + 1 + G * lev + D + Y + R *
     (B - 1) + NL + (H - 1) * R * B``, ``X = 1`` with ``partial_slices``, ``Z = 1`` with
     ``request_slices`` (each core's one K request a cycle later), ``Y = 1`` with
     ``registered_grant`` (the grant, at input 0, moves to the tree's root before the first packet),
@@ -993,7 +983,7 @@ def split_heads_cycles(cfg, heads, n, *, latency=2, partial_slices=False, reques
     b, r = t.bpk, t.norm_cycles
     n0 = n * heads // cfg.cores
     return (_front_end(t, heads) + (min(t.tile, n0) + n0) * b + t.pv_latency + t.partial_slice
-            + 2 + (t.merge_latency + 1) * t.tree_levels + _registers(t) + t.registered_grant
+            + 1 + (t.merge_latency + 1) * t.tree_levels + _registers(t) + t.registered_grant
             + r * (b - 1) + t.norm_latency + (heads - 1) * r * b)
 
 

@@ -252,7 +252,7 @@ def test_long_contexts(request, name, schedule, shapes):
 TOP_ALIASES = ("head", "keys", "rest", "h", "start_*", "o_cross", "i_cross", "i_up_cross*", "o_scanned",
                "least_loaded", "chunk_first", "chunk_keys", "cut_*", "o_split", "i_up_heads*",
                "pending")
-#: The leaf buffers are amaranth.lib.fifo.SyncFIFOBuffered: their level outputs and pointer
+#: The leaf buffers are amaranth.lib.fifo.SyncFIFO: their level outputs and pointer
 #: bookkeeping (``level``, ``r_level``, ``w_level``, ``produce``, ``consume``) are unused by a
 #: stream user, and their ports leave parent-side aliases (``r_data$N``, ``w_rdy`` ...) as above.
 FIFO_SIGNALS = ("level", "r_level", "w_level", "produce", "consume", "r_data*", "r_rdy*", "r_en*",
