@@ -71,6 +71,14 @@ def config_args(parser):
                        help="chunks per head under flashdecoding (same as --set chunks=...)")
 
 
+def target_arg(parser):
+    """``--target``: what the Verilog is elaborated for (:data:`leanattn.generate.TARGETS`)."""
+    parser.add_argument("--target", choices=["generic", "ecp5"], default="generic",
+                        help="generic: portable Verilog, every product a `*` between registers "
+                        "(default); ecp5: products with their registers inside MULT18X18D blocks, "
+                        "as the ECP5 board tops build them (gen also writes mult18x18d.v, the "
+                        "block's simulation model)")
+
 
 def _cfg(args):
     return load_config(args.preset, args.config, args.overrides)
@@ -189,12 +197,12 @@ def cmd_gen(args):
     cfg = _cfg(args)
     start = time.perf_counter()
     try:
-        paths = generate(cfg, args.output, axis=args.axis)
+        paths = generate(cfg, args.output, axis=args.axis, target=args.target)
     except OSError as error:
         raise UsageError(f"cannot write {args.output}: {error.strerror or error}") from None
     size = paths["verilog"].stat().st_size
-    extra = f", {paths['axis'].name}" if "axis" in paths else ""
-    print(f"leanattn gen: {_cfg_name(args)} -> {paths['verilog']} ({size:,} bytes){extra}, "
+    extra = "".join(f", {paths[key].name}" for key in ("axis", "model") if key in paths)
+    print(f"leanattn gen: {_cfg_name(args)}, {args.target} -> {paths['verilog']} ({size:,} bytes){extra}, "
           f"{paths['config'].name}, {paths['manifest'].name}, {paths['core'].name} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
@@ -204,6 +212,8 @@ def cmd_sim(args):
     from .sim.cocotb_util import CocotbTestsFailed
     from .sim.job import JobError, load_job, save_result
     from .sim.reference import attention, rel_l2
+    from .generate import TARGETS
+    from .hdl.dsp import write_mult18x18d_model
     from .sim.system import ideal_cycles, read_outputs, run_system
 
     cfg = _cfg(args)
@@ -212,12 +222,14 @@ def cmd_sim(args):
     except JobError as error:
         raise UsageError(str(error)) from None
     build = Path(args.build_dir or f"build/sim/{args.simulator}")
+    models = [write_mult18x18d_model(build)] if args.target == "ecp5" else []
     start = time.perf_counter()
     mismatch = None
     try:
         results, cycles, _ = run_system(cfg, [job], simulator=args.simulator, build_dir=build,
                                         latency=args.latency, stall_rate=args.stall_rate,
-                                        waves=bool(args.waves), seed=args.seed)
+                                        waves=bool(args.waves), seed=args.seed,
+                                        platform=TARGETS[args.target], extra_sources=models)
         golden_out = results[0].out
     except (CocotbTestsFailed, RuntimeError) as error:
         first = str(error).splitlines()[0]
@@ -276,6 +288,7 @@ def build_parser():
     p.add_argument("-o", "--output", default="build/verilog", metavar="DIR")
     p.add_argument("--axis", action="store_true",
                    help="also write lean_attention_axis.v, the top with AXI4-Stream port names")
+    target_arg(p)
     config_args(p)
     p.set_defaults(func=cmd_gen)
 
@@ -291,6 +304,7 @@ def build_parser():
     p.add_argument("--waves", metavar="FILE", help="also write an FST waveform of the run")
     p.add_argument("--build-dir", metavar="DIR",
                    help="simulation build directory (default build/sim/SIMULATOR)")
+    target_arg(p)
     config_args(p)
     p.set_defaults(func=cmd_sim)
 

@@ -4,7 +4,10 @@
 the Verilog as a ``verilogSource`` fileset, the config and manifest as ``user`` files, and targets
 
 * ``default``: toplevel ``lean_attention`` (what a parent core depends on);
-* ``axis``: toplevel ``lean_attention_axis``, the AXI4-Stream wrapper (when it was generated).
+* ``axis``: toplevel ``lean_attention_axis``, the AXI4-Stream wrapper (when it was generated);
+* ``sim``: toplevel ``lean_attention`` with the vendor blocks' simulation models (when the
+  Verilog instantiates any: ``leanattn gen --target ecp5``); the models are a fileset of their own,
+  so a synthesis target never reads them.
 
 The core is named ``leanattn:ip:<name>:<version>``: ``<name>`` is ``lean_attention_<preset>`` for
 a preset configuration, ``lean_attention_<hash>`` (eight hex digits of the configuration's JSON)
@@ -29,9 +32,10 @@ def core_name(cfg):
     return "lean_attention_" + hashlib.sha256(cfg.to_json().encode()).hexdigest()[:8]
 
 
-def core_description(cfg, *, verilog, axis=None, user_files=()):
+def core_description(cfg, *, verilog, axis=None, user_files=(), sim_models=()):
     """The text of the ``.core`` file for ``verilog`` (file name, toplevel ``lean_attention``) and,
-    if given, ``axis`` (the wrapper's file, toplevel ``lean_attention_axis``)."""
+    if given, ``axis`` (the wrapper's file, toplevel ``lean_attention_axis``) and ``sim_models``
+    (simulation models of the primitives the Verilog instantiates: a ``sim`` target)."""
     lines = [
         "CAPI=2:",
         f"name: leanattn:ip:{core_name(cfg)}:{VERSION}",
@@ -47,6 +51,9 @@ def core_description(cfg, *, verilog, axis=None, user_files=()):
     ]
     if axis is not None:
         lines += ["  axis:", "    files:", f"      - {axis}", "    file_type: verilogSource"]
+    if sim_models:
+        lines += ["  models:", "    files:", *[f"      - {name}" for name in sim_models],
+                  "    file_type: verilogSource"]
     if user_files:
         lines += ["  docs:", "    files:", *[f"      - {name}" for name in user_files], "    file_type: user"]
     docs = ", docs" if user_files else ""
@@ -59,4 +66,6 @@ def core_description(cfg, *, verilog, axis=None, user_files=()):
     ]
     if axis is not None:
         lines += ["  axis:", f"    filesets: [axis{docs}]", "    toplevel: lean_attention_axis"]
+    if sim_models:
+        lines += ["  sim:", f"    filesets: [rtl, models{docs}]", "    toplevel: lean_attention"]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,12 @@
 """Verilog generation: a configuration in, ``lean_attention.v``, ``config.json``, a manifest and a
 FuseSoC core description out (and, on request, the AXI4-Stream wrapper ``lean_attention_axis.v``).
 
+A target (:data:`TARGETS`) picks what the Verilog is elaborated for: ``generic`` is portable (every
+product a ``*`` between registers, for any synthesis tool to map); ``ecp5`` puts the products whose
+operand and product registers fit (:func:`leanattn.hdl.dsp.registered_product`) into MULT18X18D
+instances with those registers inside, as the ECP5 board tops do, and writes ``mult18x18d.v``, a
+behavioural model of the block for simulation only (synthesis tools have the primitive).
+
 The manifest (``manifest.json``) is what an integrator needs beside the Verilog: every port with its
 width, direction and role, the fields of every stream payload (bit offsets, widths, signedness),
 the configuration with its derived widths (the numeric formats), the error codes and the cycle
@@ -18,15 +24,19 @@ from amaranth.lib import data, wiring
 from .fusesoc import core_description, core_name
 from .hdl.axis import AXIStreamAttention, axis_interfaces, byte_width
 from .hdl.core import AttentionCore
+from .hdl.dsp import ECP5, write_mult18x18d_model
 from .hdl.jobload import ERR_HEADS, ERR_LENGTH, ERR_NONE, ERR_QUERY
 from .hdl.top import LeanAttention
 
-__all__ = ["TOP_NAME", "AXIS_NAME", "generate", "manifest", "axis_manifest", "payload_fields"]
+__all__ = ["TOP_NAME", "AXIS_NAME", "TARGETS", "generate", "manifest", "axis_manifest", "payload_fields"]
 
 #: Verilog module name of the generated top.
 TOP_NAME = "lean_attention"
 #: Verilog module name of the AXI4-Stream wrapper (``leanattn gen --axis``).
 AXIS_NAME = "lean_attention_axis"
+#: What the Verilog can be elaborated for (``leanattn gen --target``): the platform object the
+#: components see (None: portable Verilog).
+TARGETS = {"generic": None, "ecp5": ECP5()}
 
 _ROLES = {
     "i_desc":  "job descriptors, one per head (flattened b*H + h); last on the job's final head",
@@ -143,24 +153,34 @@ def _cycles(cfg):
     return cycles
 
 
-def generate(cfg, outdir, *, axis=False):
+def generate(cfg, outdir, *, axis=False, target="generic"):
     """Write ``lean_attention.v``, ``config.json``, ``manifest.json`` and the FuseSoC core
     description into ``outdir`` (with ``axis``, also ``lean_attention_axis.v``: the AXI4-Stream
-    wrapper); returns the paths."""
+    wrapper), elaborated for ``target`` (a key of :data:`TARGETS`; ``ecp5`` also writes
+    ``mult18x18d.v``, the block's simulation model); returns the paths."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    platform = TARGETS[target]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     top = LeanAttention(cfg)
     paths = {"verilog": outdir / f"{TOP_NAME}.v", "config": outdir / "config.json",
              "manifest": outdir / "manifest.json", "core": outdir / f"{core_name(cfg)}.core"}
-    paths["verilog"].write_text(verilog.convert(top, name=TOP_NAME, emit_src=False))
-    info = manifest(cfg, top)
+    paths["verilog"].write_text(verilog.convert(top, name=TOP_NAME, platform=platform, emit_src=False))
+    info = {"target": target, **manifest(cfg, top)}
     if axis:
         paths["axis"] = outdir / f"{AXIS_NAME}.v"
-        paths["axis"].write_text(verilog.convert(AXIStreamAttention(cfg), name=AXIS_NAME, emit_src=False))
+        paths["axis"].write_text(verilog.convert(AXIStreamAttention(cfg), name=AXIS_NAME, platform=platform,
+                                                 emit_src=False))
         info["axis"] = axis_manifest(cfg)
+    models = []
+    if target == "ecp5":
+        paths["model"] = write_mult18x18d_model(outdir)
+        models = [paths["model"].name]
+        info["simulation_models"] = {paths["model"].name: "behavioural MULT18X18D, for simulation only"}
     paths["config"].write_text(cfg.to_json() + "\n")
     paths["manifest"].write_text(json.dumps(info, indent=2) + "\n")
     paths["core"].write_text(core_description(
         cfg, verilog=paths["verilog"].name, axis=paths["axis"].name if axis else None,
-        user_files=[paths["config"].name, paths["manifest"].name]))
+        user_files=[paths["config"].name, paths["manifest"].name], sim_models=models))
     return paths

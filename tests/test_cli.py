@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The ``leanattn`` command line (``leanattn.cli``): configs, golden runs, errors, the demo."""
 
 import json
@@ -11,6 +12,7 @@ import pytest
 
 from leanattn.cli import main
 from leanattn.hdl.config import PRESETS, AttentionConfig
+from leanattn.hdl.normalize import Normalizer
 from leanattn.sim import golden, perf
 from leanattn.sim.job import Job
 
@@ -514,6 +516,40 @@ def test_gen_axis_and_fusesoc_core(capsys, tmp_path):
     assert (toplevel("axis"), files("axis")[0]) == ("lean_attention_axis", "lean_attention_axis.v")
 
 
+def test_gen_target_ecp5(capsys, tmp_path):
+    """--target ecp5: the products with registers become MULT18X18D instances (one per PV lane of
+    every core, one per lane slice of the normalizer), the block's model is written beside them
+    and the two compile together; the manifest names the target, the core a ``sim`` target with
+    the model. The generic Verilog has no instance."""
+    from fusesoc.capi2.core import CoreInterface
+    from fusesoc.capi2.coreparser import Core2Parser
+
+    status, out, err = run(capsys, "gen", "--preset", "default", "--target", "ecp5", "-o", tmp_path / "ecp5")
+    assert status == 0, err
+    folder = tmp_path / "ecp5"
+    verilog = (folder / "lean_attention.v").read_text()
+    cfg = PRESETS["default"]
+    blocks = Normalizer(cfg).lane_products.multipliers + cfg.cores * cfg.lanes
+    assert len(re.findall(r"^\s*MULT18X18D #\(", verilog, re.M)) == blocks == 48
+    assert "default, ecp5 ->" in out and "mult18x18d.v" in out
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["target"] == "ecp5" and "mult18x18d.v" in manifest["simulation_models"]
+    compiled = subprocess.run(["iverilog", "-g2005", "-s", "lean_attention", "-o", str(folder / "a.vvp"),
+                               str(folder / "lean_attention.v"), str(folder / "mult18x18d.v")],
+                              capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+    core = CoreInterface(Core2Parser(), folder / "lean_attention_default.core")
+    files = lambda target: [f["name"] for f in core.get_files({"target": target, "is_toplevel": True})]
+    assert files("default") == ["lean_attention.v", "config.json", "manifest.json"]
+    assert files("sim") == ["lean_attention.v", "mult18x18d.v", "config.json", "manifest.json"]
+
+    status, _, err = run(capsys, "gen", "--preset", "tiny", "-o", tmp_path / "generic")
+    assert status == 0, err
+    assert "MULT18X18D" not in (tmp_path / "generic" / "lean_attention.v").read_text()
+    assert json.loads((tmp_path / "generic" / "manifest.json").read_text())["target"] == "generic"
+    assert not (tmp_path / "generic" / "mult18x18d.v").exists()
+
+
 def test_gen_core_names_custom_configs(capsys, tmp_path):
     status, out, err = run(capsys, "gen", "--preset", "tiny", "--set", "tile=32", "-o", tmp_path)
     assert status == 0, err
@@ -538,6 +574,16 @@ def test_sim_is_bit_exact_and_reports_cycles(capsys, tmp_path):
     assert np.array_equal(rtl["out_int"], gold["out_int"])
     assert rtl["cycles"] > rtl["ideal_cycles"] > 0
     assert re.search(r"cycles: \d+ \(ideal \d+, efficiency 0\.\d+\)", out)
+
+
+def test_sim_target_ecp5(capsys, tmp_path):
+    """--target ecp5: the RTL with its MULT18X18D instances (and the block's model), bit-exact."""
+    job = write_job(tmp_path / "job.npz", **job_arrays(batch=1, heads=2))
+    status, out, err = run(capsys, "sim", job, "-o", tmp_path / "rtl.npz", "--preset", "tiny",
+                           "--simulator", "icarus", "--target", "ecp5", "--build-dir", tmp_path / "sim")
+    assert status == 0, err
+    assert "bit-exact with the golden model: yes" in out
+    assert "MULT18X18D #(" in (tmp_path / "sim" / "system.v").read_text()
 
 
 def test_sim_rejects_a_job_with_too_many_heads(capsys, tmp_path):
