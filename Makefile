@@ -63,7 +63,7 @@ config: setup
 
 # -- tests ---------------------------------------------------------------------------------------
 test: setup
-	$(PYTEST)
+	$(PYTEST) --durations=40
 
 test-fast: setup
 	$(PYTEST) -m "not slow"

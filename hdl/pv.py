@@ -127,9 +127,14 @@ class PVAccumulator(wiring.Component):
                                         a_en=self.i_w.valid & self.i_w.ready, b=self.i_v.payload[i],
                                         p_en=fire, name=f"mul_prod_{i}")
                      for i in range(cfg.lanes)]
+        # The shift stage's choice, decided here from the key's flags: the old word's shift (the
+        # tile's max difference on a later tile's first key, else 0) and whether it restarts.
+        mul_shift = Signal.like(key.tag.delta)
+        mul_zero  = Signal()
         m.d.sync += mul_valid.eq(fire)
         with m.If(fire):
-            m.d.sync += [mul_beat.eq(beat), mul_key.eq(key)]
+            m.d.sync += [mul_beat.eq(beat), mul_key.eq(key), mul_zero.eq(key.tag.first_seg),
+                         mul_shift.eq(Mux(key.tag.first_tile & ~key.tag.first_seg, key.tag.delta, 0))]
 
         # -- the add stage's registers (its valid bit and beat are the write port's) ----------------
         add_valid = wr.en
@@ -150,12 +155,9 @@ class PVAccumulator(wiring.Component):
         # segment's first key; round_shift(old, delta) == (y >> 1) + y[0] for every delta.
         old, old_l = self._forward(m, rd.data, wr, mul_beat, acc_l, sum_l, add_valid)
         old_word = data.View(word_layout, old)
-        tag = mul_key.tag
-        rescale = tag.first_tile & ~tag.first_seg
 
         def shifted(old):
-            doubled = old << 1
-            return Mux(tag.first_seg, 0, Mux(rescale, doubled >> tag.delta, doubled))
+            return Mux(mul_zero, 0, (old << 1) >> mul_shift)
 
         m.d.sync += add_valid.eq(mul_valid)
         with m.If(mul_valid):
