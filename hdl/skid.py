@@ -5,14 +5,17 @@
 blocks: ``valid``, ``payload`` and ``ready`` all leave a flip-flop, on both sides.
 :class:`PipeRegister` is its one-entry form for a slow clock: half the flip-flops, with ``ready``
 passed back combinationally. :func:`register_slice` picks one by the configuration's
-``pipeline``.
+``pipeline``. :class:`MemorySlice` behaves as a :class:`SkidBuffer`, cycle for cycle, with its two
+entries in a memory read asynchronously (distributed RAM on an FPGA): for a wide payload whose
+consumer decides ``ready`` late, which then moves a pointer and a count, not an enable per bit.
 """
 
 from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer", "PipeRegister", "register_slice", "through_skid"]
+__all__ = ["SkidBuffer", "PipeRegister", "MemorySlice", "register_slice", "through_skid"]
 
 
 def _check_shape(shape):
@@ -162,4 +165,61 @@ class PipeRegister(_RegisterSlice):
         with m.If(self.i_data.ready):
             m.d.sync += [self.o_data.valid.eq(self.i_data.valid),
                          self.o_data.payload.eq(self.i_data.payload)]
+        return m
+
+
+class MemorySlice(_RegisterSlice):
+    """Two-entry stream buffer in a memory: a :class:`SkidBuffer`'s transfers, cycle for cycle.
+
+    The entries are the two words of a memory with an asynchronous read port (distributed RAM on
+    an FPGA); ``o_data.payload`` is the front word as read. ``i_data.ready`` and ``o_data.valid``
+    are flags kept in registers (fewer than two items, at least one). A transfer on either side
+    moves a one-bit pointer and the flags, nothing per payload bit: where the consumer's ``ready``
+    comes late and the payload is wide, the path ends in a few flip-flops, not in an enable that
+    fans out to every bit of an output register.
+
+    Parameters
+    ----------
+    shape : shape-like
+        Payload shape of both streams.
+
+    Members
+    -------
+    i_data : ``In(stream.Signature(shape))``
+        Input stream. ``ready`` is a register: high while fewer than two items are held.
+    o_data : ``Out(stream.Signature(shape))``
+        Output stream. ``valid`` is a register; ``payload`` is the memory's word under the read
+        pointer (a register, through the memory's read multiplexer).
+
+    Latency: 1 cycle (an item accepted at one clock edge can leave at the next).
+    Throughput: 1 item per cycle, sustained; stalls only while ``o_data`` is not ready. Its
+    ``ready`` and ``valid`` are those of a :class:`SkidBuffer` in every cycle, for any input and
+    output pattern.
+    Numerics: none; the payload is passed through bit for bit.
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.words = words = Memory(shape=self._shape, depth=2, init=[])
+        wr, rd = words.write_port(), words.read_port(domain="comb")
+        # The ports' addresses are the pointers: rd.addr the front item's word, wr.addr the word
+        # the next item goes to.
+        count = Signal(range(3))
+        put, get = Signal(), Signal()
+        m.d.comb += [
+            put.eq(self.i_data.valid & self.i_data.ready),
+            get.eq(self.o_data.valid & self.o_data.ready),
+            wr.data.eq(self.i_data.payload), wr.en.eq(put),
+            self.o_data.payload.eq(rd.data),
+        ]
+        after = count + put - get
+        m.d.sync += [count.eq(after), self.o_data.valid.eq(after != 0)]
+        # ready is a register: open while fewer than two items stay (reset: empty, open).
+        full = Signal()
+        m.d.sync += full.eq(after == 2)
+        m.d.comb += self.i_data.ready.eq(~full)
+        with m.If(put):
+            m.d.sync += wr.addr.eq(~wr.addr)
+        with m.If(get):
+            m.d.sync += rd.addr.eq(~rd.addr)
         return m

@@ -39,7 +39,7 @@ from .config import AttentionConfig
 from .layouts import partial_layout, tree_partial_layout
 from .merge import Merge, merge_stages
 from .ports import cross_layout
-from .skid import SkidBuffer, register_slice
+from .skid import MemorySlice, PipeRegister, SkidBuffer
 
 __all__ = ["ReductionTree", "TreeNode", "Route", "node_stages"]
 
@@ -72,6 +72,14 @@ def node_stages(cfg):
     return (() if cfg.pipeline == "compact" else ("take",)) + merge_stages(cfg)
 
 
+def _output_slice(cfg, shape):
+    """A node's output slice: a :class:`~leanattn.hdl.skid.MemorySlice` (a skid buffer's cycles,
+    its two entries in distributed RAM, so that the parent's take moves a pointer, not an enable
+    per payload bit), or with ``pipeline == "compact"`` a
+    :class:`~leanattn.hdl.skid.PipeRegister`."""
+    return PipeRegister(shape=shape) if cfg.pipeline == "compact" else MemorySlice(shape=shape)
+
+
 def _node_latency(cfg):
     """A tree node's latency: its stages' (:func:`node_stages`) and its output register
     slice's (1, a skid buffer's or a pipe register's)."""
@@ -90,9 +98,10 @@ class TreeNode(wiring.Component):
     steering into the pipe follows them (with ``pipeline == "compact"`` there are no ``take``
     registers). So the route, worked out from the inputs' ``valid`` and ``merge`` bits, reaches
     only the inputs' ``ready`` and a few flags, not a multiplexer per payload bit. A
-    :class:`~leanattn.hdl.skid.SkidBuffer` registers the output, so no ``ready`` path crosses the
-    node (with ``pipeline == "compact"`` a :class:`~leanattn.hdl.skid.PipeRegister`, whose
-    ``ready`` does).
+    :class:`~leanattn.hdl.skid.MemorySlice` (a skid buffer's cycles, its entries in distributed
+    RAM) holds the output, so no ``ready`` path crosses the node and the parent's take moves only
+    its pointer and flags (with ``pipeline == "compact"`` a
+    :class:`~leanattn.hdl.skid.PipeRegister`, whose ``ready`` does cross).
 
     Parameters
     ----------
@@ -116,13 +125,14 @@ class TreeNode(wiring.Component):
         ``merge`` and on registers of the node (the route, the merge pipe's output, the skid
         buffer's state), on nothing outside it. The payload goes into registers as it is.
     o_partial : ``Out(stream.Signature(tree_partial_layout(cfg)))`` (``partial_layout(cfg)`` at the root)
-        Merged and passed packets, ``merge`` by ``i_up_*``; ``valid`` and ``payload`` are registers.
+        Merged and passed packets, ``merge`` by ``i_up_*``; ``valid`` is a register, ``payload``
+        a register or (full pipeline) the output slice's memory word under a register pointer.
 
     Latency: :attr:`latency` (6; 2 with ``pipeline == "compact"``) cycles from a beat's input
     transfer to its output transfer, when nothing stalls.
     Throughput: one beat per cycle, merged or passed; a crossing packet waits (without blocking
     the other input) until its partner arrives. The ``take`` registers and the merge pipe freeze
-    together while the merge unit's output register holds a beat the skid buffer does not take.
+    together while the merge unit's output register holds a beat the output slice does not take.
     Numerics: those of :class:`~leanattn.hdl.merge.Merge` for merged packets
     (``golden.merge``); passed packets are unchanged, every bit.
     """
@@ -174,7 +184,7 @@ class TreeNode(wiring.Component):
 
         # --- the merge pipe, then the output register slice, the parent's merge bit in front ------
         m.submodules.merge = merge = Merge(self._cfg)
-        m.submodules.skid  = skid  = register_slice(self._cfg, shape=self.o_partial.payload.shape())
+        m.submodules.skid  = skid  = _output_slice(self._cfg, self.o_partial.payload.shape())
         wiring.connect(m, skid.o_data, wiring.flipped(self.o_partial))
         done = merge.o_partial
         m.d.comb += [skid.i_data.valid.eq(done.valid), done.ready.eq(skid.i_data.ready)]
@@ -287,15 +297,16 @@ class ReductionTree(wiring.Component):
         ``merge`` as :meth:`leaf_merge` ``(c, head)`` (worked out by the producer in front of a
         register, so that the first level's routing starts from flip-flops).
     o_partial : ``Out(stream.Signature(partial_layout(cfg)))``
-        The final state of every cut head, once; ``valid`` and ``payload`` are registers.
+        The final state of every cut head, once; ``valid`` is a register, ``payload`` the root's
+        output slice's (:class:`TreeNode`).
 
     Latency: :attr:`latency` cycles (``tree_levels`` times :attr:`TreeNode.latency`: 6 per
     level, 2 compact) from a leaf beat's transfer to the transfer of the output beat it becomes,
     when nothing stalls and the beat's partner at every merging node arrives at the same edge
     (tiny on two cores: 6, default: 12, wide: 18). A partner arriving later delays the merged beat by as much.
     Throughput: one beat per cycle out of the root; every node moves one beat per cycle. No
-    ``ready`` path is longer than one node: every node's output is a skid buffer (the compact
-    pipeline's register slices pass ``ready`` through).
+    ``ready`` path is longer than one node: every node's output slice keeps a skid buffer's
+    registered ``ready`` (the compact pipeline's register slices pass ``ready`` through).
     Numerics: :func:`leanattn.sim.golden.reduce_partials` of each cut head, bit for bit (the Merge
     unit's ``round_shift`` alignment, exact sums); empty partials (``valid == 0``) are the identity.
     """
