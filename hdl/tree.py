@@ -201,7 +201,7 @@ class TreeNode(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~done.valid | done.ready)
         route, fire = self._route(m, advance)
-        self._steer(m, merge, self._take(m, route, fire, advance))
+        self._steer(m, merge, self._take(m, merge, route, fire, advance))
         return m
 
     def _route(self, m, advance):
@@ -229,36 +229,59 @@ class TreeNode(wiring.Component):
             m.d.sync += held.eq(Mux(last, Route.IDLE, route))
         return route, fire
 
-    def _take(self, m, route, fire, advance):
-        """The ``take`` stage: both fronts as they are and the route of the beat taken (IDLE: none),
-        registered while the pipe advances (the compact pipeline: the values themselves). Returns
-        ``(route, a, b)`` of the stage."""
-        taken = Mux(fire, route, Route.IDLE)
-        fronts = (self.i_a.payload.partial, self.i_b.payload.partial)
+    def _take(self, m, merge, route, fire, advance):
+        """The ``take`` stage, registered while the pipe advances (the compact pipeline: the values
+        themselves). The route decides here only what the merge pipe's two inputs say of
+        themselves -- ``head``, ``valid``, ``m`` and ``last``, a few bits -- so the pipe's
+        comparison starts from flip-flops; both fronts' accumulators are taken as they are and
+        steered behind the registers (:meth:`_steer`). Drives the
+        merge pipe's ``i_a.valid``; returns the stage's ``(pass_a, meta of i_a, meta of i_b, a,
+        b)``."""
+        a, b = self.i_a.payload.partial, self.i_b.payload.partial
+        layout = partial_layout(self._cfg)
+        pass_a, pass_b = route == Route.PASS_A, route == Route.PASS_B
+        # A merge: i_a is a's beat, i_b is b's. A passing packet rides on i_b beside an empty i_a
+        # (the merge identity, with the packet's last).
+        meta_a, meta_b = Signal(layout, name="steer_a"), Signal(layout, name="steer_b")
+        m.d.comb += [
+            meta_a.valid.eq((route == Route.MERGE) & a.valid),
+            meta_a.head.eq(a.head),
+            meta_a.m.eq(a.m),
+            meta_a.last.eq(Mux(pass_b, b.last, a.last)),
+            meta_b.valid.eq(Mux(pass_a, a.valid, b.valid)),
+            meta_b.head.eq(Mux(pass_a, a.head, b.head)),
+            meta_b.m.eq(Mux(pass_a, a.m, b.m)),
+        ]
+        # The stage's valid is the merge pipe's i_a.valid itself (a register in the full pipeline).
+        values = (pass_a, meta_a, meta_b, a, b)
         if self._cfg.pipeline == "compact":
-            return (taken, *fronts)
-        regs = (Signal(Route, name="take_route"),
-                *(Signal(partial_layout(self._cfg), name=f"take_{side}") for side in "ab"))
+            m.d.comb += merge.i_a.valid.eq(fire)
+            return values
+        regs = (Signal(name="take_pass_a"),
+                *(Signal(layout, name=f"take_{name}") for name in ("meta_a", "meta_b", "a", "b")))
         with m.If(advance):
-            m.d.sync += [reg.eq(value) for reg, value in zip(regs, (taken, *fronts))]
+            m.d.sync += [merge.i_a.valid.eq(fire), *(reg.eq(value) for reg, value in zip(regs, values))]
         return regs
 
     @staticmethod
     def _steer(m, merge, take):
-        """Into the merge pipe: a merge feeds the taken ``a`` to its ``i_a`` and ``b`` to its
-        ``i_b``; a passing packet rides on ``i_b`` beside an empty ``i_a`` (the merge identity,
-        with the packet's ``last``)."""
-        route, take_a, take_b = take
-        layout = merge.i_a.payload.shape()
-        through = Signal(layout)            # the beat on the pipe's i_b
-        empty   = Signal(layout)            # the merge identity, with through's last
+        """Into the merge pipe: each input's ``head``, ``valid``, ``m`` and ``last`` as steered in
+        ``take``; ``i_a``'s accumulators are ``a``'s (0 when ``i_a`` is empty), ``i_b``'s are
+        ``a``'s for a packet passing from ``i_a``, else ``b``'s. Each accumulator bit passes one
+        multiplexer whose select is a register."""
+        pass_a, meta_a, meta_b, take_a, take_b = take
+        ia, ib = merge.i_a.payload, merge.i_b.payload
+        # Both inputs are valid together (the merge pipe joins them); i_b's valid is i_a's.
+        m.d.comb += merge.i_b.valid.eq(merge.i_a.valid)
+        for port, meta in ((ia, meta_a), (ib, meta_b)):
+            m.d.comb += [port.head.eq(meta.head), port.valid.eq(meta.valid), port.m.eq(meta.m),
+                         port.last.eq(meta.last)]
+        # An empty i_a is shifted out whatever its accumulators hold; they are cleared all the
+        # same, so that no undefined bits (a front that was never valid, in simulation) enter the
+        # shifts.
         m.d.comb += [
-            through.eq(Mux(route == Route.PASS_A, take_a, take_b)),
-            empty.last.eq(through.last),
-            merge.i_a.valid.eq(route != Route.IDLE),
-            merge.i_b.valid.eq(route != Route.IDLE),
-            merge.i_a.payload.eq(Mux(route == Route.MERGE, take_a, empty)),
-            merge.i_b.payload.eq(through),
+            ia.l.eq(Mux(meta_a.valid, take_a.l, 0)), ia.o.eq(Mux(meta_a.valid, take_a.o, 0)),
+            ib.l.eq(Mux(pass_a, take_a.l, take_b.l)), ib.o.eq(Mux(pass_a, take_a.o, take_b.o)),
         ]
 
 
