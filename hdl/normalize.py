@@ -14,6 +14,7 @@ from amaranth.lib.data import ArrayLayout, StructLayout
 from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig, bits_for
+from .dsp import registered_product
 from .fixed import add_rounded, round_shift, saturate
 from .layouts import final_layout, output_layout
 from .pipeline import carry
@@ -95,14 +96,14 @@ class Normalizer(wiring.Component):
     per-beat path: with ``norm_cycles > 1`` it runs in the cycles a first beat spends in the
     ``fac`` stages.
 
-    ``norm_cycles == 1``: stages ``align`` (``o`` shifted by ``e - P``; a first beat's factor,
-    ``r * out_mant`` rounded), ``scale`` (the shift's rounding and saturation; the first beat's
-    factor into every lane multiplier's operand register), ``mul`` and ``sum`` (aligned ``o``
-    times the factor, one product per lane, from ``dsp_bits``-wide partial products:
-    :attr:`lane_products` with one phase), ``round`` (the product shifted by ``P + out_shift``)
-    and ``out`` (rounding and saturation); one beat per cycle. No stage holds both a barrel shift
-    and a carry chain, or a sum and a multiply's fan-out; the factor's multiply and its rounding
-    share the ``align`` stage (once per partial, one multiplier).
+    ``norm_cycles == 1``: stages ``align`` (``o`` shifted by ``e - P``; a first beat's
+    ``r * out_mant``, its product register inside the multiplier block on the ECP5), ``scale``
+    (the shift's rounding and saturation; the first beat's factor, rounded, into every lane
+    multiplier's operand register), ``mul`` and ``sum`` (aligned ``o`` times the factor, one
+    product per lane, from ``dsp_bits``-wide partial products: :attr:`lane_products` with one
+    phase), ``round`` (the product shifted by ``P + out_shift``) and ``out`` (rounding and
+    saturation); one beat per cycle. No stage holds both a barrel shift and a carry chain, or a
+    multiply and a sum.
 
     ``norm_cycles > 1``: the products are built from ``dsp_bits``-wide slices
     (:class:`~leanattn.hdl.slicemul.SlicedProducts`) on multipliers shared over ``norm_cycles``
@@ -308,18 +309,16 @@ class Normalizer(wiring.Component):
         lanes = range(cfg.lanes)
         out = self.o_out.payload
 
-        # --- align: 2 * o floor-shifted by e - P; a first beat's factor, round(r * out_mant) -----
-        # The factor is rounded here, behind its multiplier, so that its register reaches the
-        # lane multipliers' operand registers (16 at default) with no carry chain in front.
+        # --- align: 2 * o floor-shifted by e - P; a first beat's r * out_mant --------------------
+        # (The product register is the multiplier block's own on the ECP5: the reciprocal's
+        # output reaches the block and nothing else in this cycle.)
         align_y      = [Signal(signed(cfg.acc_o_bits + 1), name=f"align_y_{k}") for k in lanes]
         align_amount = Signal.like(amount, name="align_amount")
         align_first  = Signal(name="align_first")
-        align_factor = Signal(self._factor_shape(), name="align_factor")
         with m.If(advance):
             m.d.sync += [align_amount.eq(amount), align_first.eq(starts)]
             m.d.sync += [align_y[k].eq((tag.o[k] << 1) >> align) for k in lanes]
-        with m.If(starts):
-            m.d.sync += align_factor.eq(round_shift(r * tag.out_mant, cfg.recip_frac_bits))
+        align_prod = registered_product(m, platform, a=r, b=tag.out_mant, p_en=starts, name="align_prod")
 
         # --- scale: the aligned o, rounded and saturated; a first beat's factor, held ------------
         # The factor's register is the multipliers' operand register (inside each multiplier
@@ -335,7 +334,7 @@ class Normalizer(wiring.Component):
         # --- mul, sum: aligned o x factor, exact, from dsp_bits-wide slices ------------------------
         lane = self.lane_products
         parts = lane.registered_multiply(m, platform, xs=scale_aligned, x_enable=None,
-                                         y=align_factor,
+                                         y=round_shift(align_prod, cfg.recip_frac_bits),
                                          y_enable=advance & align_first, enable=advance, name="mul")
         products = lane.accumulate(m, enable=advance, parts=parts, mul_phase=None,
                                    names=[f"sum_product_{k}" for k in lanes])

@@ -51,13 +51,14 @@ def register_slice(cfg, *, shape):
     return PipeRegister(shape=shape) if cfg.pipeline == "compact" else SkidBuffer(shape=shape)
 
 
-def through_skid(m, name, source, *, on=True):
+def through_skid(m, name, source, *, on=True, kind=None):
     """The stream ``source`` (an output, or the flipped view of an input) through a
-    :class:`SkidBuffer` added to ``m`` as submodule ``name``; returns the buffer's output. With
-    ``on`` false, ``source`` itself: no buffer."""
+    :class:`SkidBuffer` (or ``kind``, :class:`MemorySlice`: the same cycles) added to ``m`` as
+    submodule ``name``; returns the buffer's output. With ``on`` false, ``source`` itself: no
+    buffer."""
     if not on:
         return source
-    m.submodules[name] = skid = SkidBuffer(shape=source.payload.shape())
+    m.submodules[name] = skid = (kind or SkidBuffer)(shape=source.payload.shape())
     wiring.connect(m, source, skid.i_data)
     return skid.o_data
 

@@ -31,7 +31,7 @@ from .normalize import Normalizer
 from .pipeline import check_unit_args
 from .ports import descriptor_layout, kv_data_layout, kv_request_layout, query_layout
 from .schedule import Scheduler
-from .skid import PipeRegister, through_skid
+from .skid import MemorySlice, PipeRegister, through_skid
 from .tree import ReductionTree
 
 __all__ = ["LeanAttention", "cycle_bits", "RTL_SCHEDULES"]
@@ -53,8 +53,9 @@ class LeanAttention(wiring.Component):
     ----------
     cfg : AttentionConfig
     partial_slices : bool
-        A register slice (:class:`~leanattn.hdl.skid.SkidBuffer`, ``partial_slice_<c>``) behind
-        every core's ``o_partial``. The route of a partial beat (to the tree's leaf buffer for a
+        A register slice (:class:`~leanattn.hdl.skid.MemorySlice`: a skid buffer's cycles, its
+        two entries in distributed RAM, so the arbiter's or the leaf buffer's take moves a pointer,
+        not an enable per payload bit; ``partial_slice_<c>``) behind every core's ``o_partial``. The route of a partial beat (to the tree's leaf buffer for a
         head cut across cores, else on to the arbiter) is decided in front of the slice, from
         the core's ``o_partial`` and the scheduler's ``o_cross`` (``o_split``), and travels
         through it as one more registered payload bit (``routed_partial_layout(cfg)``). A core's
@@ -68,8 +69,8 @@ class LeanAttention(wiring.Component):
         ``o_cycles`` moves by a few cycles (one for a lone head; a core whose partial waits hands
         the slice two beats before it stalls, so some jobs end sooner):
         :func:`leanattn.sim.perf.predict` with ``partial_slices=True`` counts them exactly.
-        Default off: every slice costs twice a partial's width (and the flag) in flip-flops, and
-        the iCE40 has no logic cells to spare.
+        Default off: every slice costs twice a partial's width (and the flag) in memory bits and
+        its logic, and the iCE40 has no logic cells to spare.
     request_slices : bool
         A register slice (:class:`~leanattn.hdl.skid.SkidBuffer`, ``kreq_slice_<c>`` and
         ``vreq_slice_<c>``) on every core's ``o_kreq`` and ``o_vreq``, between the head of the
@@ -306,7 +307,7 @@ class LeanAttention(wiring.Component):
     def _slice(self, m, c, source):
         """Core ``c``'s stream ``source`` (its partials, routed or not): itself, or with
         ``partial_slices`` the output of a register slice behind it, ``partial_slice_<c>``."""
-        return through_skid(m, f"partial_slice_{c}", source, on=self._partial_slices)
+        return through_skid(m, f"partial_slice_{c}", source, on=self._partial_slices, kind=MemorySlice)
 
     def _route(self, m, sched, cores):
         """Each core's partials to the tree (cut heads) or straight on (whole heads); returns the

@@ -296,11 +296,11 @@ def test_ulx3s():
     assert all(f"cell \\board.top.{kind}req_slice_{c} " in netlist for kind in "kv" for c in range(4))
     assert "kreq_slice_4" not in netlist and "vreq_slice_4" not in netlist
     assert "cell \\board.kv_write_slice " in netlist   # and one on the host's KV writes
-    # The normalizer's lane slices and every core's PV lanes in MULT18X18D blocks with their own
-    # registers (16 + 4 x 8).
+    # The normalizer's lane slices and its factor, and every core's PV lanes, in MULT18X18D blocks
+    # with their own registers (16 + 1 + 4 x 8).
     cfg = TEST_CONFIGS["default"]
-    blocks = Normalizer(cfg).lane_products.multipliers + cfg.cores * cfg.lanes
-    assert netlist.count("cell \\MULT18X18D ") == blocks == 48
+    blocks = Normalizer(cfg).lane_products.multipliers + 1 + cfg.cores * cfg.lanes
+    assert netlist.count("cell \\MULT18X18D ") == blocks == 49
     assert top.registered_grant_for(platform)   # and the arbiter's grant a register
     arbiter = netlist[netlist.index("module \\board.top.arbiter\n"):]
     arbiter = arbiter[:arbiter.index("\nend\n")]

@@ -529,8 +529,8 @@ def test_gen_target_ecp5(capsys, tmp_path):
     folder = tmp_path / "ecp5"
     verilog = (folder / "lean_attention.v").read_text()
     cfg = PRESETS["default"]
-    blocks = Normalizer(cfg).lane_products.multipliers + cfg.cores * cfg.lanes
-    assert len(re.findall(r"^\s*MULT18X18D #\(", verilog, re.M)) == blocks == 48
+    blocks = Normalizer(cfg).lane_products.multipliers + 1 + cfg.cores * cfg.lanes
+    assert len(re.findall(r"^\s*MULT18X18D #\(", verilog, re.M)) == blocks == 49
     assert "default, ecp5 ->" in out and "mult18x18d.v" in out
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["target"] == "ecp5" and "mult18x18d.v" in manifest["simulation_models"]

@@ -307,11 +307,12 @@ def test_cocotb_quick(request, simulator):
 def test_cocotb_ecp5(request, simulator):
     """default elaborated for the ECP5: each lane slice's product in a MULT18X18D whose factor
     input register and product register are the scale and mul stages' (one instance per
-    multiplier of the plan), simulated with the block's model: bit-exact, the same latency and
-    rate."""
+    multiplier of the plan), and the factor's own product (``r * out_mant``) in one whose product
+    register is the align stage's, simulated with the block's model: bit-exact, the same latency
+    and rate."""
     unit = Normalizer(ALL_CONFIGS["default"])
     text = design_verilog(unit, toplevel="normalize", platform=ECP5())
-    assert text.count("MULT18X18D #(") == unit.lane_products.multipliers == 16
+    assert text.count("MULT18X18D #(") == unit.lane_products.multipliers + 1 == 17
     assert "MULT18X18D" not in design_verilog(unit, toplevel="normalize")
     inputs, outputs = vectors("default", real=300)
     cocotb_runs("default", simulator, bench_dir(request), stalled=(inputs, outputs),
