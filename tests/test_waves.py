@@ -135,7 +135,7 @@ def test_real_run_is_exact_and_matches_the_cycle_model(documented_run):
     job = Job.from_arrays(cfg, **waves.job_arrays(cfg, waves.DEFAULT_LENGTHS))
     assert np.array_equal(read_outputs(cfg, build, job.flat_heads), golden.run(cfg, job).out)
     cycles = predict(cfg, list(waves.DEFAULT_LENGTHS), latency=2).cycles
-    assert job_cycles(cfg, build) == [cycles] == [276]
+    assert job_cycles(cfg, build) == [cycles] == [275]
 
 
 def test_vcd_agrees_with_the_harness_logs(documented_run):
@@ -165,7 +165,7 @@ def test_vcd_agrees_with_the_harness_logs(documented_run):
     start_vcd, start_log = vcd["i_desc"][0][0], logs["i_desc"][0][0]
     for port in vcd:
         assert [(c - start_vcd, p) for c, p in vcd[port]] == [(c - start_log, p) for c, p in logs[port]]
-    assert vcd["o_out"][-1][0] - start_vcd == 276                  # o_cycles: the last output beat
+    assert vcd["o_out"][-1][0] - start_vcd == 275                  # o_cycles: the last output beat
 
 
 def test_wavedrom_structure(documented_run):
@@ -192,7 +192,7 @@ def test_wavedrom_structure(documented_run):
     assert done.count("1") == 1
     ruler = signal[1]
     assert "0" in ruler["data"] and ruler["data"][0] == "-3"
-    assert source["foot"]["text"].endswith("of 284 cycles shown")
+    assert source["foot"]["text"].endswith("of 283 cycles shown")
 
 
 def test_svg_rendered_and_docs_current(documented_run):
@@ -260,7 +260,7 @@ def test_timing_doc_latencies():
         assert column["job start to the first segments offered, for `H` heads"] == "`H·(B+1) + 6`"
         for heads in (1, 3):
             assert predict(cfg, [cfg.cores * 4] * heads).first_segment == heads * (t.bpk + 1) + 6
-    assert re.search(r"`o_cycles` = 276", text)
+    assert re.search(r"`o_cycles` = 275", text)
 
 
 def test_bad_override_is_a_usage_error(capsys):
