@@ -209,11 +209,11 @@ def cmd_gen(args):
 
 
 def cmd_sim(args):
+    from .generate import TARGETS
+    from .hdl.dsp import write_mult18x18d_model
     from .sim.cocotb_util import CocotbTestsFailed
     from .sim.job import JobError, load_job, save_result
     from .sim.reference import attention, rel_l2
-    from .generate import TARGETS
-    from .hdl.dsp import write_mult18x18d_model
     from .sim.system import ideal_cycles, read_outputs, run_system
 
     cfg = _cfg(args)

@@ -55,7 +55,8 @@ class LeanAttention(wiring.Component):
     partial_slices : bool
         A register slice (:class:`~leanattn.hdl.skid.MemorySlice`: a skid buffer's cycles, its
         two entries in distributed RAM, so the arbiter's or the leaf buffer's take moves a pointer,
-        not an enable per payload bit; ``partial_slice_<c>``) behind every core's ``o_partial``. The route of a partial beat (to the tree's leaf buffer for a
+        not an enable per payload bit; ``partial_slice_<c>``) behind every core's ``o_partial``.
+        The route of a partial beat (to the tree's leaf buffer for a
         head cut across cores, else on to the arbiter) is decided in front of the slice, from
         the core's ``o_partial`` and the scheduler's ``o_cross`` (``o_split``), and travels
         through it as one more registered payload bit (``routed_partial_layout(cfg)``). A core's

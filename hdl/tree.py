@@ -180,7 +180,6 @@ class TreeNode(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a, b = self.i_a, self.i_b
 
         # --- the merge pipe, then the output register slice, the parent's merge bit in front ------
         m.submodules.merge = merge = Merge(self._cfg)
