@@ -12,7 +12,8 @@ its tests cannot disagree about bit positions.
 from amaranth.hdl import signed, unsigned
 from amaranth.lib.data import ArrayLayout, StructLayout
 
-__all__ = ["partial_layout", "routed_partial_layout", "tree_partial_layout", "final_layout", "output_layout"]
+__all__ = ["partial_layout", "partial_meta_layout", "routed_partial_layout", "tree_partial_layout",
+           "final_layout", "output_layout"]
 
 
 def partial_layout(cfg):
@@ -25,6 +26,13 @@ def partial_layout(cfg):
         "o":     ArrayLayout(signed(cfg.acc_o_bits), cfg.lanes),
         "last":  1,                               # final beat of this partial
     })
+
+
+def partial_meta_layout(cfg):
+    """What a beat of a partial says of itself, without its accumulators: the fields of
+    :func:`partial_layout` but ``l`` and ``o``."""
+    fields = partial_layout(cfg).members
+    return StructLayout({name: fields[name] for name in ("head", "valid", "m", "last")})
 
 
 def routed_partial_layout(cfg):

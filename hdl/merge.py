@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig, bits_for
 from .fixed import add_rounded
-from .layouts import partial_layout
+from .layouts import partial_layout, partial_meta_layout
 
 __all__ = ["Merge", "merge_stages"]
 
@@ -121,8 +121,7 @@ class Merge(wiring.Component):
         m = Module()
         cfg = self._cfg
         a, b, out = self.i_a, self.i_b, self.o_partial
-        meta  = data.StructLayout({"head": unsigned(cfg.head_index_bits), "valid": 1,
-                                   "m": signed(cfg.max_bits), "last": 1})
+        meta  = partial_meta_layout(cfg)
         acc   = data.StructLayout({"l": unsigned(cfg.acc_l_bits),
                                    "o": data.ArrayLayout(signed(cfg.acc_o_bits), cfg.lanes)})
         # The accumulators with one more bit below the rounding point (2 * x, floor-shifted).

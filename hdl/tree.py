@@ -36,7 +36,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AttentionConfig
-from .layouts import partial_layout, tree_partial_layout
+from .layouts import partial_layout, partial_meta_layout, tree_partial_layout
 from .merge import Merge, merge_stages
 from .ports import cross_layout
 from .skid import MemorySlice, PipeRegister, SkidBuffer
@@ -94,8 +94,9 @@ class TreeNode(wiring.Component):
     (``golden.merge(cfg, left, right)``); a passing packet enters on the pipe's ``i_b`` beside an
     empty partial (``valid == 0``, the merge identity, with the packet's ``last``), so it leaves
     bit for bit unchanged and in the order the node took it. In front of the pipe the ``take``
-    registers hold both inputs' front beats as they are and the route of the beat taken; the
-    steering into the pipe follows them (with ``pipeline == "compact"`` there are no ``take``
+    registers hold both inputs' front beats as they are, and what the pipe's two inputs say of
+    themselves (head, empty flag, max, ``last``) as the route steers them; the accumulators'
+    steering follows the registers (with ``pipeline == "compact"`` there are no ``take``
     registers). So the route, worked out from the inputs' ``valid`` and ``merge`` bits, reaches
     only the inputs' ``ready`` and a few flags, not a multiplexer per payload bit. A
     :class:`~leanattn.hdl.skid.MemorySlice` (a skid buffer's cycles, its entries in distributed
@@ -237,11 +238,11 @@ class TreeNode(wiring.Component):
         merge pipe's ``i_a.valid``; returns the stage's ``(pass_a, meta of i_a, meta of i_b, a,
         b)``."""
         a, b = self.i_a.payload.partial, self.i_b.payload.partial
-        layout = partial_layout(self._cfg)
+        meta = partial_meta_layout(self._cfg)
         pass_a, pass_b = route == Route.PASS_A, route == Route.PASS_B
         # A merge: i_a is a's beat, i_b is b's. A passing packet rides on i_b beside an empty i_a
         # (the merge identity, with the packet's last).
-        meta_a, meta_b = Signal(layout, name="steer_a"), Signal(layout, name="steer_b")
+        meta_a, meta_b = Signal(meta, name="steer_a"), Signal(meta, name="steer_b")
         m.d.comb += [
             meta_a.valid.eq((route == Route.MERGE) & a.valid),
             meta_a.head.eq(a.head),
@@ -256,8 +257,10 @@ class TreeNode(wiring.Component):
         if self._cfg.pipeline == "compact":
             m.d.comb += merge.i_a.valid.eq(fire)
             return values
+        layout = partial_layout(self._cfg)
         regs = (Signal(name="take_pass_a"),
-                *(Signal(layout, name=f"take_{name}") for name in ("meta_a", "meta_b", "a", "b")))
+                Signal(meta, name="take_meta_a"), Signal(meta, name="take_meta_b"),
+                Signal(layout, name="take_a"), Signal(layout, name="take_b"))
         with m.If(advance):
             m.d.sync += [merge.i_a.valid.eq(fire), *(reg.eq(value) for reg, value in zip(regs, values))]
         return regs
